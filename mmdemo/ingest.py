@@ -1,0 +1,138 @@
+"""The one path by which an item (image bytes + caption) enters a collection.
+
+Every importer (folder, zip, CSV/JSONL, Hugging Face dataset, browser upload) builds items and
+hands them to :func:`ingest_item`, which validates the caption, stores the image files and records
+the pair in one transaction. A failure becomes a per-item :class:`Rejection` in the
+:class:`ImportReport`; it never stops the rest of the import or leaves a half-written pair.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mmdemo.images import ImageLimits, ImageRejected, StoredImage, ingest_image_bytes
+from mmdemo.settings import Settings
+from mmdemo.store import SPLITS, Pair, Store
+
+ProgressFn = Callable[[int, int | None, str], None]
+"""``progress(done, total_or_None, message)``; importers call it after every item."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    item: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """What an import did. ``as_json()`` is the CLI's last stdout line."""
+
+    collection: str
+    added: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    converted: list[tuple[str, str]] = field(default_factory=list)
+    added_pair_ids: list[int] = field(default_factory=list)
+    negatives_added: int = 0
+
+    def reject(self, item: str, reason: str) -> None:
+        self.rejected.append(Rejection(str(item), str(reason)))
+
+    def as_json(self) -> dict:
+        return {
+            "collection": self.collection,
+            "added": self.added,
+            "duplicates": self.duplicates,
+            "rejected": [{"item": r.item, "reason": r.reason} for r in self.rejected],
+            "converted": len(self.converted),
+            "negatives_added": self.negatives_added,
+        }
+
+    def summary(self) -> str:
+        """One sentence for people."""
+        parts = [f"Added {self.added} pair{'s' if self.added != 1 else ''}"]
+        if self.duplicates:
+            parts.append(f"skipped {self.duplicates} already in the collection")
+        if self.rejected:
+            parts.append(f"rejected {len(self.rejected)}")
+        if self.converted:
+            parts.append(f"converted {len(self.converted)}")
+        if self.negatives_added:
+            parts.append(f"restored {self.negatives_added} hard-negative labels")
+        return ", ".join(parts) + f" (collection “{self.collection}”)."
+
+
+class CaptionRejected(ValueError):
+    """A caption that cannot be used; ``str(exc)`` is the reason."""
+
+
+def clean_caption(raw: object, max_chars: int) -> str:
+    """Normalise a caption (NFC, collapsed whitespace) or raise :class:`CaptionRejected`."""
+    if raw is None:
+        raise CaptionRejected("missing caption")
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CaptionRejected("caption is not valid UTF-8 text") from exc
+    if not isinstance(raw, str):
+        if isinstance(raw, float) and raw != raw:  # NaN from pandas
+            raise CaptionRejected("missing caption")
+        raw = str(raw)
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in raw):
+        raise CaptionRejected("caption is not valid UTF-8 text (undecodable bytes)")
+    text = " ".join(unicodedata.normalize("NFC", raw).split())
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc")
+    if not text:
+        raise CaptionRejected("blank caption")
+    if len(text) > max_chars:
+        raise CaptionRejected(f"caption too long ({len(text):,} characters, limit {max_chars:,})")
+    return text
+
+
+def ingest_item(
+    store: Store,
+    settings: Settings,
+    collection_id: int,
+    report: ImportReport,
+    item_name: str,
+    image_bytes: bytes | None,
+    caption: object,
+    split: str = "train",
+    author: str | None = None,
+    source: str | None = None,
+) -> Pair | None:
+    """Validate and add one pair; record the outcome in ``report``. Returns the pair or None."""
+    if split not in SPLITS:
+        report.reject(item_name, f"unknown split {split!r} (use {', '.join(SPLITS)})")
+        return None
+    try:
+        text = clean_caption(caption, settings.max_caption_chars)
+    except CaptionRejected as exc:
+        report.reject(item_name, str(exc))
+        return None
+    if image_bytes is None:
+        report.reject(item_name, "image file not found")
+        return None
+    try:
+        stored: StoredImage = ingest_image_bytes(
+            image_bytes, settings.images_dir, ImageLimits.from_settings(settings)
+        )
+    except ImageRejected as exc:
+        report.reject(item_name, str(exc))
+        return None
+    except MemoryError:
+        report.reject(item_name, "image too large to decode in memory")
+        return None
+    pair, added = store.add_pair(collection_id, stored.as_row(), text, split, author, source)
+    if added:
+        report.added += 1
+        report.added_pair_ids.append(pair.id)
+        if stored.converted:
+            report.converted.append((item_name, stored.converted))
+    else:
+        report.duplicates += 1
+    return pair

@@ -1,0 +1,143 @@
+"""All configuration in one dataclass, read from the environment in one place.
+
+Command-line flags override the environment by calling :meth:`Settings.with_overrides`.
+Nothing else in the package reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_CLIP_MODEL = "sentence-transformers/clip-ViT-B-32"
+
+
+def _env_int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Every field has a documented environment variable."""
+
+    home: Path
+    """MMDEMO_HOME: all runtime state (database, images, runs, caches)."""
+    base_model: str = "auto"
+    """MMDEMO_BASE_MODEL: ``auto``, ``tiny``, a Hub id or a local path."""
+    host: str = "127.0.0.1"
+    """MMDEMO_HOST: interface the web app binds to."""
+    port: int = 7860
+    """MMDEMO_PORT: port of the web app."""
+    max_upload_mb: int = 2048
+    """MMDEMO_MAX_UPLOAD_MB: largest single file the browser may upload."""
+    max_image_pixels: int = 64_000_000
+    """MMDEMO_MAX_IMAGE_PIXELS: decompression-bomb cap on width × height."""
+    min_image_side: int = 16
+    """MMDEMO_MIN_IMAGE_SIDE: images with a smaller side are rejected as unusable."""
+    max_caption_chars: int = 2000
+    """MMDEMO_MAX_CAPTION_CHARS: longer captions are rejected."""
+    max_zip_entries: int = 200_000
+    """MMDEMO_MAX_ZIP_ENTRIES: zip-bomb cap on the number of archive members."""
+    max_zip_total_mb: int = 20_480
+    """MMDEMO_MAX_ZIP_TOTAL_MB: zip-bomb cap on the total uncompressed size."""
+    train_image_size: int = 224
+    """MMDEMO_TRAIN_IMAGE_SIZE: shorter side of the pre-resized copy used for training."""
+    thumbnail_size: int = 160
+    """MMDEMO_THUMBNAIL_SIZE: longer side of gallery thumbnails."""
+    hub_timeout_s: float = 2.0
+    """MMDEMO_HUB_TIMEOUT_S: how long ``auto`` waits for the Hub before using the tiny model."""
+    demo_pairs: int = 320
+    """MMDEMO_DEMO_PAIRS: size of the built-in demo collection."""
+
+    # Derived locations -------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.home / "mmdemo.sqlite3"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.home / "images"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.home / "tmp"
+
+    @property
+    def max_zip_total_bytes(self) -> int:
+        return self.max_zip_total_mb * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Read settings from the environment (or the given mapping)."""
+        env = dict(os.environ if environ is None else environ)
+        home = Path(env.get("MMDEMO_HOME") or PROJECT_ROOT / ".mmdemo-home")
+        return cls(
+            home=home.expanduser().resolve(),
+            base_model=env.get("MMDEMO_BASE_MODEL", "auto") or "auto",
+            host=env.get("MMDEMO_HOST", "127.0.0.1") or "127.0.0.1",
+            port=_env_int(env, "MMDEMO_PORT", 7860),
+            max_upload_mb=_env_int(env, "MMDEMO_MAX_UPLOAD_MB", 2048),
+            max_image_pixels=_env_int(env, "MMDEMO_MAX_IMAGE_PIXELS", 64_000_000),
+            min_image_side=_env_int(env, "MMDEMO_MIN_IMAGE_SIDE", 16),
+            max_caption_chars=_env_int(env, "MMDEMO_MAX_CAPTION_CHARS", 2000),
+            max_zip_entries=_env_int(env, "MMDEMO_MAX_ZIP_ENTRIES", 200_000),
+            max_zip_total_mb=_env_int(env, "MMDEMO_MAX_ZIP_TOTAL_MB", 20_480),
+            train_image_size=_env_int(env, "MMDEMO_TRAIN_IMAGE_SIZE", 224),
+            thumbnail_size=_env_int(env, "MMDEMO_THUMBNAIL_SIZE", 160),
+            hub_timeout_s=float(env.get("MMDEMO_HUB_TIMEOUT_S", "2.0") or 2.0),
+            demo_pairs=_env_int(env, "MMDEMO_DEMO_PAIRS", 320),
+        )
+
+    def with_overrides(self, **overrides: object) -> Settings:
+        """Return a copy with the non-``None`` overrides applied (command-line flags)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if "home" in changes:
+            changes["home"] = Path(str(changes["home"])).expanduser().resolve()
+        return dataclasses.replace(self, **changes)
+
+    def ensure_dirs(self) -> None:
+        """Create the runtime folders (idempotent)."""
+        for folder in (self.home, self.images_dir, self.runs_dir, self.models_dir,
+                       self.cache_dir, self.tmp_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+ENV_VARS = {
+    "MMDEMO_HOME": "home",
+    "MMDEMO_BASE_MODEL": "base_model",
+    "MMDEMO_HOST": "host",
+    "MMDEMO_PORT": "port",
+    "MMDEMO_MAX_UPLOAD_MB": "max_upload_mb",
+    "MMDEMO_MAX_IMAGE_PIXELS": "max_image_pixels",
+    "MMDEMO_MIN_IMAGE_SIDE": "min_image_side",
+    "MMDEMO_MAX_CAPTION_CHARS": "max_caption_chars",
+    "MMDEMO_MAX_ZIP_ENTRIES": "max_zip_entries",
+    "MMDEMO_MAX_ZIP_TOTAL_MB": "max_zip_total_mb",
+    "MMDEMO_TRAIN_IMAGE_SIZE": "train_image_size",
+    "MMDEMO_THUMBNAIL_SIZE": "thumbnail_size",
+    "MMDEMO_HUB_TIMEOUT_S": "hub_timeout_s",
+    "MMDEMO_DEMO_PAIRS": "demo_pairs",
+}
+"""Every environment variable and the field it sets (a test checks the README covers them)."""
