@@ -119,8 +119,14 @@ class Settings:
 
     def ensure_dirs(self) -> None:
         """Create the runtime folders (idempotent)."""
-        for folder in (self.home, self.images_dir, self.runs_dir, self.models_dir,
-                       self.cache_dir, self.tmp_dir):
+        for folder in (
+            self.home,
+            self.images_dir,
+            self.runs_dir,
+            self.models_dir,
+            self.cache_dir,
+            self.tmp_dir,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
 
 

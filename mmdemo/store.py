@@ -261,7 +261,9 @@ class Store:
         return Collection(**dict(rows[0]))
 
     def list_collections(self) -> list[Collection]:
-        return [Collection(**dict(r)) for r in self._query("SELECT * FROM collections ORDER BY name")]
+        return [
+            Collection(**dict(r)) for r in self._query("SELECT * FROM collections ORDER BY name")
+        ]
 
     def rename_collection(self, old_name: str, new_name: str) -> Collection:
         found = self.collection(old_name)
@@ -345,9 +347,7 @@ class Store:
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (collection_id, image["sha256"], caption, split, author, source, now, now),
             )
-            conn.execute(
-                "UPDATE collections SET updated_at = ? WHERE id = ?", (now, collection_id)
-            )
+            conn.execute("UPDATE collections SET updated_at = ? WHERE id = ?", (now, collection_id))
             row = conn.execute("SELECT * FROM pairs WHERE id = ?", (cur.lastrowid,)).fetchone()
         return _pair(row), True
 
@@ -359,7 +359,8 @@ class Store:
 
     def find_pair_by_image(self, collection_id: int, sha256: str) -> Pair | None:
         rows = self._query(
-            "SELECT * FROM pairs WHERE collection_id = ? AND image_sha256 = ? AND deleted_at IS NULL",
+            "SELECT * FROM pairs WHERE collection_id = ? AND image_sha256 = ?"
+            " AND deleted_at IS NULL",
             (collection_id, sha256),
         )
         return _pair(rows[0]) if rows else None
