@@ -53,7 +53,7 @@ _MIGRATIONS: dict[int, str] = {
         UNIQUE (collection_id, image_sha256)
     );
     CREATE INDEX pairs_by_collection ON pairs(collection_id, deleted_at, id);
-    CREATE INDEX pairs_by_split ON pairs(collection_id, split, id);
+    CREATE INDEX pairs_by_split ON pairs(collection_id, split, deleted_at, id);
     CREATE TABLE negatives (
         id                INTEGER PRIMARY KEY,
         pair_id           INTEGER NOT NULL REFERENCES pairs(id) ON DELETE CASCADE,
@@ -177,6 +177,10 @@ class Store:
         self.db_path = Path(db_path)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        # Gallery counts are cached until any connection (this one or another process) writes.
+        self._count_cache: dict[tuple, tuple[int, list[int]]] = {}
+        self._count_cache_version: tuple[int, int] | None = None
+        self._writes = 0
         self._conn = sqlite3.connect(
             self.db_path, check_same_thread=False, isolation_level=None, timeout=30.0
         )
@@ -204,6 +208,7 @@ class Store:
                 raise
             else:
                 self._conn.execute("COMMIT")
+                self._writes += 1
 
     def _query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -311,6 +316,15 @@ class Store:
         rows = self._query("SELECT * FROM images WHERE sha256 = ?", (sha256,))
         return rows[0] if rows else None
 
+    def add_image(self, image: dict) -> None:
+        """Record an image that is not (yet) part of a pair, e.g. an imported hard negative."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO images(sha256, width, height, ext, bytes, created_at)"
+                " VALUES (:sha256, :width, :height, :ext, :bytes, :now)",
+                {**image, "now": _now()},
+            )
+
     # -- pairs ---------------------------------------------------------------------------
     def add_pair(
         self,
@@ -378,6 +392,32 @@ class Store:
             params.append(f"%{_escape_like(caption_filter.strip())}%")
         return " AND ".join(where), params
 
+    def _page_index(
+        self, collection_id: int, caption_filter: str | None, split: str | None, page_size: int
+    ) -> tuple[int, list[int]]:
+        """(matching count, first pair id of every page), cached until the next write.
+
+        One index scan per data version lets every later page be a keyset lookup instead of an
+        ``OFFSET`` that walks the collection, so deep pages of big collections stay fast.
+        """
+        key = (collection_id, (caption_filter or "").strip(), split or "", page_size)
+        with self._lock:
+            # data_version changes when another connection commits; _writes when this one does.
+            version = (int(self._conn.execute("PRAGMA data_version").fetchone()[0]), self._writes)
+            if version != self._count_cache_version:
+                self._count_cache = {}
+                self._count_cache_version = version
+            if key not in self._count_cache:
+                where, params = self._filter_sql(collection_id, caption_filter, split)
+                ids = [
+                    row[0]
+                    for row in self._conn.execute(
+                        f"SELECT id FROM pairs WHERE {where} ORDER BY id", params
+                    )
+                ]
+                self._count_cache[key] = (len(ids), ids[::page_size])
+            return self._count_cache[key]
+
     def count_pairs(
         self, collection_id: int, caption_filter: str | None = None, split: str | None = None
     ) -> int:
@@ -408,12 +448,16 @@ class Store:
         caption_filter: str | None = None,
         split: str | None = None,
     ) -> tuple[list[Pair], int]:
-        """One gallery page and the total number of matching pairs."""
-        total = self.count_pairs(collection_id, caption_filter, split)
-        pairs = self.list_pairs(
-            collection_id, caption_filter, split, offset=page * page_size, limit=page_size
+        """One gallery page (0-based) and the total number of matching pairs."""
+        total, anchors = self._page_index(collection_id, caption_filter, split, page_size)
+        if page < 0 or page >= len(anchors):
+            return [], total
+        where, params = self._filter_sql(collection_id, caption_filter, split)
+        rows = self._query(
+            f"SELECT * FROM pairs WHERE {where} AND id >= ? ORDER BY id LIMIT ?",
+            [*params, anchors[page], page_size],
         )
-        return pairs, total
+        return [_pair(r) for r in rows], total
 
     def update_pair(
         self, pair_id: int, caption: str | None = None, split: str | None = None

@@ -180,3 +180,20 @@ def test_two_connections_edit_concurrently_without_losing_writes(settings):
     assert first.collection_stats(c.id).negatives == 40
     first.close()
     second.close()
+
+
+def test_page_index_sees_writes_from_another_connection(settings):
+    """The cached gallery page index is invalidated when another process/tab writes."""
+    app, cli = Store(settings.db_path), Store(settings.db_path)
+    c = app.create_collection("c")
+    for i in range(5):
+        app.add_pair(c.id, _image(settings, (i * 40, 9, 9)), f"p{i}")
+    assert app.page_pairs(c.id, 0, page_size=2)[1] == 5
+    cli.add_pair(c.id, _image(settings, (7, 250, 7)), "added elsewhere")
+    pairs, total = app.page_pairs(c.id, 2, page_size=2)
+    assert total == 6 and [p.caption for p in pairs] == ["p4", "added elsewhere"]
+    cli.delete_pair(pairs[0].id)
+    assert app.page_pairs(c.id, 0, page_size=2)[1] == 5
+    assert app.page_pairs(c.id, 5, page_size=2) == ([], 5)
+    app.close()
+    cli.close()
