@@ -58,6 +58,8 @@ class Settings:
     """MMDEMO_HUB_TIMEOUT_S: how long ``auto`` waits for the Hub before using the tiny model."""
     demo_pairs: int = 320
     """MMDEMO_DEMO_PAIRS: size of the built-in demo collection."""
+    space_id: str | None = None
+    """SPACE_ID: set by Hugging Face Spaces (``owner/name``); its presence means "on a Space"."""
 
     # Derived locations -------------------------------------------------------------
     @property
@@ -108,6 +110,7 @@ class Settings:
             thumbnail_size=_env_int(env, "MMDEMO_THUMBNAIL_SIZE", 160),
             hub_timeout_s=float(env.get("MMDEMO_HUB_TIMEOUT_S", "2.0") or 2.0),
             demo_pairs=_env_int(env, "MMDEMO_DEMO_PAIRS", 320),
+            space_id=env.get("SPACE_ID") or None,
         )
 
     def with_overrides(self, **overrides: object) -> Settings:
@@ -145,5 +148,6 @@ ENV_VARS = {
     "MMDEMO_THUMBNAIL_SIZE": "thumbnail_size",
     "MMDEMO_HUB_TIMEOUT_S": "hub_timeout_s",
     "MMDEMO_DEMO_PAIRS": "demo_pairs",
+    "SPACE_ID": "space_id",
 }
 """Every environment variable and the field it sets (a test checks the README covers them)."""

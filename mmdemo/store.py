@@ -181,6 +181,7 @@ class Store:
         self._count_cache: dict[tuple, tuple[int, list[int]]] = {}
         self._count_cache_version: tuple[int, int] | None = None
         self._writes = 0
+        self._signatures: dict[int, tuple[tuple[int, int], tuple]] = {}
         self._conn = sqlite3.connect(
             self.db_path, check_same_thread=False, isolation_level=None, timeout=30.0
         )
@@ -423,6 +424,26 @@ class Store:
     ) -> int:
         where, params = self._filter_sql(collection_id, caption_filter, split)
         return int(self._query(f"SELECT COUNT(*) FROM pairs WHERE {where}", params)[0][0])
+
+    def pairs_signature(self, collection_id: int) -> tuple:
+        """A value that changes whenever the collection's pairs change (add, delete, restore,
+        caption or split edit), so derived data (search matrices) can be reused until then.
+
+        Free while nothing was written (checked like the gallery's page index); after a write
+        one aggregate over the collection's rows (a label alone leaves it unchanged).
+        """
+        with self._lock:
+            version = (int(self._conn.execute("PRAGMA data_version").fetchone()[0]), self._writes)
+            known = self._signatures.get(collection_id)
+            if known is not None and known[0] == version:
+                return known[1]
+            row = self._conn.execute(
+                "SELECT COUNT(*), SUM(deleted_at IS NULL), MAX(id), TOTAL(id), MAX(updated_at),"
+                " MAX(deleted_at) FROM pairs WHERE collection_id = ?",
+                (collection_id,),
+            ).fetchone()
+            self._signatures[collection_id] = (version, tuple(row))
+            return tuple(row)
 
     def list_pairs(
         self,
