@@ -121,11 +121,28 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> object:
         store.close()
 
 
+def cmd_push(settings: Settings, args: argparse.Namespace) -> object:
+    from mmdemo.hub import push_command
+
+    return push_command(
+        settings,
+        args.run,
+        args.repo,
+        dataset_repo=args.dataset_repo,
+        collection=args.collection,
+        private=args.private,
+        dry_run_dir=args.dry_run,
+        if_exists=args.if_exists,
+        progress=_progress_printer("push"),
+    )
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], object]] = {
     "serve": cmd_serve,
     "collections": cmd_collections,
     "import": cmd_import,
     "export": cmd_export,
+    "push": cmd_push,
 }
 
 
@@ -155,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write a collection as a Hub dataset folder")
     exp.add_argument("--collection", required=True)
     exp.add_argument("--out", required=True)
+
+    push = sub.add_parser("push", help="publish a run's model and/or a collection to the Hub")
+    push.add_argument("--run", help="run whose model to publish")
+    push.add_argument("--repo", help="model repo USER/NAME")
+    push.add_argument("--dataset-repo", help="dataset repo USER/NAME for the collection")
+    push.add_argument("--collection", help="collection to publish (default: the run's)")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--dry-run", metavar="DIR", help="write the files to DIR; no network")
+    push.add_argument("--if-exists", choices=["ask", "overwrite", "pr"], default="ask")
     return parser
 
 
