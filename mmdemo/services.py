@@ -1,0 +1,64 @@
+"""The process-wide objects the web UI and the CLI share, built once per process.
+
+Per-session things (which collection a browser tab looks at, the page it is on) live in
+``gr.State`` in :mod:`mmdemo.ui`; everything here is shared by all sessions and is thread-safe
+(the :class:`~mmdemo.store.Store` guards its connection with a lock).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mmdemo.demo_data import DEMO_COLLECTION, ensure_demo_collection
+from mmdemo.embeddings import EmbeddingCache
+from mmdemo.jobs import JobManager
+from mmdemo.models import ModelCache, ModelChoice, resolve_base_model
+from mmdemo.settings import Settings
+from mmdemo.store import Store
+
+__all__ = ["DEMO_COLLECTION", "Services"]
+
+
+@dataclass
+class Services:
+    """Settings, the store, the resolved base model and the shared caches and job manager."""
+
+    settings: Settings
+    store: Store
+    model: ModelChoice
+    models: ModelCache = field(default_factory=ModelCache)
+    """Loaded models (base, runs) shared by every session; never trained in place."""
+    embeddings: EmbeddingCache | None = None
+    """On-disk embedding cache under ``settings.cache_dir`` (set by :meth:`create`)."""
+    jobs: JobManager = field(default_factory=JobManager)
+    """The one background job (a finetune) of this process."""
+
+    @classmethod
+    def create(cls, settings: Settings, *, demo: bool = True) -> Services:
+        """Open everything the app needs; never waits on the network for long.
+
+        Creates the runtime folders, opens (and migrates) the store, marks runs that a previous
+        process left running as interrupted, ensures the demo collection (unless ``demo`` is
+        false) and resolves the base model (waits at most ``settings.hub_timeout_s``).
+        """
+        settings.ensure_dirs()
+        store = Store(settings.db_path)
+        try:
+            store.mark_interrupted_runs()
+            if demo:
+                ensure_demo_collection(store, settings, name=DEMO_COLLECTION)
+            model = resolve_base_model(settings)
+        except BaseException:
+            store.close()
+            raise
+        return cls(
+            settings=settings,
+            store=store,
+            model=model,
+            embeddings=EmbeddingCache(settings),
+            jobs=JobManager(store),
+        )
+
+    def close(self) -> None:
+        """Release the store's connection (tests and the CLI call this; the app never ends)."""
+        self.store.close()
