@@ -1,0 +1,18 @@
+"""Start the mmdemo web app: ``python app.py`` (what ``make run`` and a Hugging Face Space run).
+
+Configuration comes from the environment (see README / ``mmdemo.settings``).
+"""
+
+import os
+
+# Before gradio / huggingface_hub are imported: no usage analytics, no telemetry.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from mmdemo.services import Services  # noqa: E402
+from mmdemo.settings import Settings  # noqa: E402
+from mmdemo.ui.app import build_app, launch  # noqa: E402
+
+if __name__ == "__main__":
+    services = Services.create(Settings.from_env())
+    launch(services, build_app(services))

@@ -1,0 +1,59 @@
+"""Things every tab uses: the shared top-level components and small handler helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gradio as gr
+
+from mmdemo.ingest import ProgressFn
+from mmdemo.services import DEMO_COLLECTION, Services
+
+
+@dataclass
+class Shared:
+    """Top-level pieces of the app that tabs hand to each other.
+
+    Built by :func:`mmdemo.ui.app.build_app` before the tabs, passed to every ``build_<tab>``.
+    """
+
+    demo: gr.Blocks
+    """The app itself: register page-load handlers with ``shared.demo.load(...)``."""
+    collection: gr.BrowserState
+    """Name of the collection this browser works on (``None`` when there is none).
+
+    The Curate tab sets it; other tabs read it as an input or react to ``.change``. It lives in
+    the browser's localStorage, so a reload reopens the same collection.
+    """
+    timer: gr.Timer
+    """The one polling timer (top level, so it mounts even while its tab is hidden)."""
+
+
+def default_collection(services: Services) -> str | None:
+    """The collection a new session opens: the demo collection, else the first by name."""
+    names = collection_names(services)
+    if DEMO_COLLECTION in names:
+        return DEMO_COLLECTION
+    return names[0] if names else None
+
+
+def collection_names(services: Services) -> list[str]:
+    return [c.name for c in services.store.list_collections()]
+
+
+def warn(message: str) -> str:
+    """Show ``message`` as a toast and return it for a status line."""
+    gr.Warning(message)
+    return message
+
+
+def progress_callback(progress: Callable | None) -> ProgressFn | None:
+    """Adapt a ``gr.Progress`` (or any callable taking Gradio's arguments) to ``ProgressFn``."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int | None, message: str = "") -> None:
+        progress((done, total), desc=message or None, unit="items")
+
+    return report

@@ -1,0 +1,252 @@
+"""The Curate tab: collections, imports, a paginated gallery and a pair editor.
+
+The layout and the wiring live here; the handlers (plain functions, tested directly) live in
+:mod:`mmdemo.ui.curate_handlers`.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from mmdemo.services import Services
+from mmdemo.store import SPLITS
+from mmdemo.ui.common import Shared, collection_names
+from mmdemo.ui.curate_handlers import (
+    ALL_SPLITS,
+    REJECTED_COLUMNS,
+    SPLIT_FROM_DATA,
+    CurateState,
+    CurateView,
+    ask_delete_collection,
+    cancel_delete_collection,
+    change_page,
+    confirm_delete_collection,
+    create_collection,
+    delete_pair,
+    import_files,
+    initial_state,
+    on_load,
+    open_pair,
+    rename_collection,
+    render,
+    save_pair,
+    set_filter,
+    switch_collection,
+    undo_delete,
+)
+
+
+def as_outputs(view: CurateView) -> tuple:
+    """The event outputs for a view: the gallery also gets its highlighted thumbnail.
+
+    The gallery goes out as a component, not ``gr.update``: updates drop ``None`` values, and
+    ``selected_index=None`` is what clears a highlight left over from an earlier click.
+    """
+    state = view.state
+    index = state.page_ids.index(state.selected) if state.selected in state.page_ids else None
+    return tuple(view._replace(gallery=gr.Gallery(value=view.gallery, selected_index=index)))
+
+
+# -- layout and wiring ---------------------------------------------------------------------------
+def build_curate(services: Services, shared: Shared) -> None:
+    """Lay out the Curate tab inside the current ``gr.Tab`` and wire its events."""
+    first = render(services, initial_state(services))
+    state = gr.State(first.state)
+
+    with gr.Row(equal_height=True):
+        picker = gr.Dropdown(
+            choices=collection_names(services),
+            value=first.state.collection,
+            label="Collection",
+            elem_id="mm-picker",
+            scale=2,
+            min_width=220,
+        )
+        stats = gr.Markdown(first.stats, elem_id="mm-stats")
+
+    with gr.Accordion("Manage collections", open=False, elem_id="mm-manage"):
+        with gr.Row(equal_height=True):
+            name_box = gr.Textbox(
+                show_label=False,
+                container=False,
+                placeholder="Name of a new collection, or the new name of this one",
+                scale=3,
+                elem_id="mm-name",
+            )
+            create_btn = gr.Button("Create new", scale=1)
+            rename_btn = gr.Button("Rename current", scale=1)
+            delete_btn = gr.Button("Delete current…", variant="stop", scale=1)
+        with gr.Row():
+            confirm_btn = gr.Button("Really delete?", variant="stop", visible=False)
+            cancel_btn = gr.Button("Cancel", visible=False)
+
+    with gr.Accordion("Import pairs", open=False, elem_id="mm-import"):
+        with gr.Row():
+            with gr.Column():
+                upload = gr.File(
+                    label="Upload images, a zip, CSV, JSONL or Parquet",
+                    file_count="multiple",
+                    type="filepath",
+                    height=150,
+                )
+                captions = gr.Textbox(
+                    label="Captions for uploaded images",
+                    info="One line for all images, or one line per image in upload order.",
+                    lines=2,
+                )
+            with gr.Column():
+                source = gr.Textbox(
+                    label="…or a Hub dataset id or a path on the server",
+                    placeholder="owner/dataset  or  /data/pairs.csv",
+                )
+                with gr.Row():
+                    caption_col = gr.Textbox(label="Caption column", placeholder="auto")
+                    image_col = gr.Textbox(label="Image column", placeholder="auto")
+                    import_split = gr.Dropdown(
+                        [SPLIT_FROM_DATA, *SPLITS], value=SPLIT_FROM_DATA, label="Split"
+                    )
+                import_btn = gr.Button("Import", variant="primary")
+        import_summary = gr.Markdown()
+        rejected = gr.Dataframe(
+            headers=REJECTED_COLUMNS,
+            label="Rejected items",
+            interactive=False,
+            wrap=True,
+            visible=False,
+            max_height=300,
+            elem_id="mm-rejected",
+        )
+
+    with gr.Row(equal_height=True):
+        message = gr.Markdown(elem_id="mm-message")
+        undo_btn = gr.Button("Undo delete", size="sm", visible=False, scale=0, min_width=120)
+
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row(equal_height=True):
+                caption_filter = gr.Textbox(
+                    label="Filter captions", placeholder="contains…", scale=3, elem_id="mm-filter"
+                )
+                split_filter = gr.Dropdown(
+                    [ALL_SPLITS, *SPLITS], value=ALL_SPLITS, label="Split", scale=1, min_width=120
+                )
+            gallery = gr.Gallery(
+                first.gallery,
+                show_label=False,
+                columns=6,
+                height=640,
+                allow_preview=False,
+                object_fit="contain",
+                buttons=[],
+                fit_columns=False,
+                elem_id="mm-gallery",
+            )
+            with gr.Row(equal_height=True):
+                prev_btn = gr.Button("← Previous", size="sm", interactive=False, scale=0)
+                page_label = gr.Markdown(first.page_label, elem_id="mm-page")
+                next_btn = gr.Button("Next →", size="sm", scale=0)
+        with gr.Column(scale=2, min_width=300):
+            placeholder = gr.Markdown("*Click a thumbnail to see and edit the pair.*")
+            with gr.Column(visible=False) as editor:
+                image = gr.Image(
+                    type="filepath",
+                    interactive=False,
+                    height=320,
+                    show_label=False,
+                    buttons=["fullscreen", "download"],
+                )
+                caption = gr.Textbox(label="Caption", lines=3, elem_id="mm-caption")
+                split = gr.Radio(list(SPLITS), label="Split", value="train")
+                with gr.Row():
+                    save_btn = gr.Button("Save", variant="primary", elem_id="mm-save")
+                    delete_pair_btn = gr.Button("Delete pair", variant="stop")
+                labels = gr.Markdown()
+
+    components = {
+        "state": state,
+        "collection": shared.collection,
+        "picker": picker,
+        "stats": stats,
+        "gallery": gallery,
+        "page_label": page_label,
+        "prev": prev_btn,
+        "next": next_btn,
+        "confirm": confirm_btn,
+        "cancel": cancel_btn,
+        "undo": undo_btn,
+        "message": message,
+        "placeholder": placeholder,
+        "editor": editor,
+        "image": image,
+        "caption": caption,
+        "split": split,
+        "labels": labels,
+    }
+    view = [components[name] for name in CurateView._fields]
+
+    def bind(handler):  # noqa: ANN001, ANN202 - handler(services, state, *values)
+        return lambda *values: as_outputs(handler(services, *values))
+
+    shared.demo.load(bind(on_load), [state, shared.collection], view)
+    picker.input(bind(switch_collection), [state, picker], view)
+    create_btn.click(bind(create_collection), [state, name_box], view)
+    rename_btn.click(bind(rename_collection), [state, name_box], view)
+    delete_btn.click(bind(ask_delete_collection), [state], view)
+    cancel_btn.click(bind(cancel_delete_collection), [state], view)
+    confirm_btn.click(bind(confirm_delete_collection), [state], view)
+
+    # No handler ever sets the filters, so `.change` means "the person edited them" (typing,
+    # pasting or autofill alike; `.input` misses some of those).
+    filter_inputs = [state, caption_filter, split_filter]
+    for control in (caption_filter, split_filter):
+        control.change(
+            bind(set_filter),
+            filter_inputs,
+            view,
+            trigger_mode="always_last",
+            show_progress="hidden",
+        )
+    prev_btn.click(lambda st: as_outputs(change_page(services, st, -1)), [state], view)
+    next_btn.click(lambda st: as_outputs(change_page(services, st, +1)), [state], view)
+
+    def on_select(st: CurateState, evt: gr.SelectData) -> tuple:
+        return as_outputs(open_pair(services, st, int(evt.index)))
+
+    gallery.select(on_select, [state], view)
+    save_btn.click(bind(save_pair), [state, caption, split], view)
+    split.input(
+        lambda st, value: as_outputs(save_pair(services, st, None, value)), [state, split], view
+    )
+    delete_pair_btn.click(bind(delete_pair), [state], view)
+    undo_btn.click(bind(undo_delete), [state], view)
+
+    def on_import(
+        st: CurateState,
+        files: list[str] | None,
+        caption_text: str,
+        source_text: str,
+        caption_column: str,
+        image_column: str,
+        split_choice: str,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple:
+        outcome = import_files(
+            services,
+            st,
+            files,
+            caption_text,
+            source_text,
+            caption_column,
+            image_column,
+            split_choice,
+            progress=progress,
+        )
+        table = gr.update(value=outcome.rejected, visible=not outcome.rejected.empty)
+        return (outcome.summary, table, *as_outputs(outcome.view))
+
+    import_btn.click(
+        on_import,
+        [state, upload, captions, source, caption_col, image_col, import_split],
+        [import_summary, rejected, *view],
+        concurrency_id="import",
+    )

@@ -1,0 +1,465 @@
+"""The Curate tab's state and handlers (the layout is in :mod:`mmdemo.ui.curate`).
+
+Handlers are plain functions ``handler(services, state, *values) -> CurateView``, called directly
+by the tests. Every handler returns the whole view: the fields of :class:`CurateView` are the
+event outputs, in order, so the wiring cannot drift from the handlers. Handlers that leave the
+selected pair alone send ``gr.skip()`` for the editor, so a caption being typed is never
+overwritten by an unrelated event (paging, filtering, importing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import gradio as gr
+import pandas as pd
+
+from mmdemo.images import image_path, thumb_path
+from mmdemo.importers import IMAGE_EXTENSIONS, ImportFailed, import_source, import_uploads
+from mmdemo.ingest import ImportReport
+from mmdemo.services import Services
+from mmdemo.store import SPLITS, Collection, Pair, StoreError
+from mmdemo.ui.common import collection_names, default_collection, progress_callback, warn
+
+PAGE_SIZE = 48
+ALL_SPLITS = "all"
+SPLIT_FROM_DATA = "as in the data"
+REJECTED_COLUMNS = ["Item", "Reason"]
+
+
+@dataclass(frozen=True)
+class CurateState:
+    """What one browser session is looking at (kept in ``gr.State``)."""
+
+    collection: str | None = None
+    page: int = 0
+    caption_filter: str = ""
+    split_filter: str = ALL_SPLITS
+    page_ids: tuple[int, ...] = ()
+    """Pair ids shown in the gallery, in order: a gallery click gives an index into this."""
+    selected: int | None = None
+    last_deleted: int | None = None
+    """The pair the Undo button brings back."""
+    pending_delete: str | None = None
+    """A collection whose deletion awaits confirmation."""
+
+
+class CurateView(NamedTuple):
+    """Everything a Curate handler outputs, in the order of the event outputs."""
+
+    state: CurateState
+    collection: str | None  # the shared collection (other tabs follow it)
+    picker: Any
+    stats: str
+    gallery: list[tuple[str, str]]  # (thumbnail path, caption); see curate.as_outputs
+    page_label: str
+    prev: Any
+    next: Any
+    confirm: Any
+    cancel: Any
+    undo: Any
+    message: str
+    placeholder: Any  # editor fields from here on: gr.skip() when the selection is unchanged
+    editor: Any
+    image: Any
+    caption: Any
+    split: Any
+    labels: Any
+
+
+EDITOR_FIELDS = ("placeholder", "editor", "image", "caption", "split", "labels")
+
+
+class ImportOutcome(NamedTuple):
+    summary: str
+    rejected: pd.DataFrame
+    view: CurateView
+
+
+# -- rendering -----------------------------------------------------------------------------------
+def initial_state(services: Services) -> CurateState:
+    return CurateState(collection=default_collection(services))
+
+
+def _current(services: Services, state: CurateState) -> tuple[CurateState, Collection | None]:
+    """The state's collection, falling back to the default one if it disappeared."""
+    if state.collection is not None:
+        found = services.store.find_collection(state.collection)
+        if found is not None:
+            return state, found
+    name = default_collection(services)
+    state = dataclasses.replace(
+        state, collection=name, page=0, selected=None, last_deleted=None, pending_delete=None
+    )
+    return state, services.store.find_collection(name) if name else None
+
+
+def _stats_text(services: Services, collection: Collection | None) -> str:
+    if collection is None:
+        return "No collection yet: create one under **Manage collections**."
+    stats = services.store.collection_stats(collection.id)
+    splits = " · ".join(f"{name} {stats.splits.get(name, 0):,}" for name in SPLITS)
+    text = f"**{stats.pairs:,} pairs** ({splits}) · **{stats.negatives:,} labeled negatives**"
+    if stats.caption_negatives:
+        n = stats.caption_negatives
+        text += f" ({n:,} caption{'s' if n != 1 else ''})"
+    if stats.also_positives:
+        text += f" · {stats.also_positives:,} also-positive"
+    return text
+
+
+def _thumb(services: Services, pair: Pair) -> str:
+    images_dir = services.settings.images_dir
+    thumb = thumb_path(images_dir, pair.image_sha256)
+    return str(thumb if thumb.exists() else _original(services, pair))
+
+
+def _original(services: Services, pair: Pair) -> Path:
+    info = services.store.image_info(pair.image_sha256)
+    ext = info["ext"] if info is not None else "png"
+    return image_path(services.settings.images_dir, pair.image_sha256, ext)
+
+
+def _gallery_caption(pair: Pair) -> str:
+    text = pair.caption if len(pair.caption) <= 80 else pair.caption[:79] + "…"
+    return text if pair.split == "train" else f"[{pair.split}] {text}"
+
+
+def _labels_text(services: Services, pair: Pair) -> str:
+    labels = services.store.labels_for_pair(pair.id)
+    if not labels:
+        return "No hard-negative labels for this pair yet."
+    lines = [f"**Labels ({len(labels)})**"]
+    for label in labels:
+        kind = "hard negative" if label.kind == "negative" else "also positive"
+        if label.negative_caption is not None:
+            target = f"caption “{label.negative_caption}”"
+        else:
+            target = f"image `{(label.negative_sha256 or '')[:12]}…`"
+        lines.append(f"- {kind}: {target}")
+    return "\n".join(lines)
+
+
+def _editor(services: Services, state: CurateState) -> dict[str, Any]:
+    pair = None
+    if state.selected is not None:
+        try:
+            pair = services.store.get_pair(state.selected)
+        except StoreError:
+            pair = None
+    if pair is None:
+        return {
+            "placeholder": gr.update(visible=True),
+            "editor": gr.update(visible=False),
+            "image": None,
+            "caption": "",
+            "split": "train",
+            "labels": "",
+        }
+    return {
+        "placeholder": gr.update(visible=False),
+        "editor": gr.update(visible=True),
+        "image": str(_original(services, pair)),
+        "caption": pair.caption,
+        "split": pair.split,
+        "labels": _labels_text(services, pair),
+    }
+
+
+def render(
+    services: Services, state: CurateState, message: str = "", *, editor: bool = True
+) -> CurateView:
+    """Read the store and build the whole view for ``state``.
+
+    ``editor=False`` leaves the pair editor as it is on the page (``gr.skip()``).
+    """
+    state, collection = _current(services, state)
+    store = services.store
+    split = None if state.split_filter in (ALL_SPLITS, "", None) else state.split_filter
+    pairs: list[Pair] = []
+    total = 0
+    pages = 1
+    if collection is not None:
+        total = store.count_pairs(collection.id, state.caption_filter, split)
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+        page = min(max(0, state.page), pages - 1)
+        pairs, total = store.page_pairs(collection.id, page, PAGE_SIZE, state.caption_filter, split)
+        state = dataclasses.replace(state, page=page)
+    if state.selected is not None:
+        try:
+            selected = store.get_pair(state.selected)
+        except StoreError:
+            selected = None
+        if selected is None or collection is None or selected.collection_id != collection.id:
+            state = dataclasses.replace(state, selected=None)
+    state = dataclasses.replace(state, page_ids=tuple(p.id for p in pairs))
+
+    filtered = bool(state.caption_filter.strip()) or split is not None
+    noun = "pair" if total == 1 else "pairs"
+    page_label = f"Page {state.page + 1} of {pages} · {total:,} {noun}"
+    if filtered:
+        page_label += " match the filter"
+
+    pending = state.pending_delete
+    confirm_label = "Really delete?"
+    if pending is not None and collection is not None:
+        n = store.count_pairs(collection.id)
+        confirm_label = f"Really delete “{pending}” and its {n:,} pairs?"
+    editor_values = (
+        _editor(services, state) if editor else {name: gr.skip() for name in EDITOR_FIELDS}
+    )
+    return CurateView(
+        state=state,
+        collection=state.collection,
+        picker=gr.update(choices=collection_names(services), value=state.collection),
+        stats=_stats_text(services, collection),
+        gallery=[(_thumb(services, p), _gallery_caption(p)) for p in pairs],
+        page_label=page_label,
+        prev=gr.update(interactive=state.page > 0),
+        next=gr.update(interactive=state.page < pages - 1),
+        confirm=gr.update(visible=pending is not None, value=confirm_label),
+        cancel=gr.update(visible=pending is not None),
+        undo=gr.update(
+            visible=state.last_deleted is not None,
+            value=f"Undo delete of pair {state.last_deleted}",
+        ),
+        message=message,
+        **editor_values,
+    )
+
+
+def _fail(services: Services, state: CurateState, exc: Exception, **kw: Any) -> CurateView:
+    return render(services, state, warn(str(exc)), **kw)
+
+
+# -- collections ---------------------------------------------------------------------------------
+def on_load(services: Services, state: CurateState, remembered: str | None) -> CurateView:
+    """Page load: reopen the collection this browser last used, and show the store as it is now
+    (the page itself may have been built long ago)."""
+    if remembered and services.store.find_collection(remembered) is not None:
+        state = dataclasses.replace(state, collection=remembered)
+    return render(services, state)
+
+
+def switch_collection(services: Services, state: CurateState, name: str | None) -> CurateView:
+    state = CurateState(
+        collection=name,
+        caption_filter=state.caption_filter,
+        split_filter=state.split_filter,
+    )
+    return render(services, state)
+
+
+def create_collection(services: Services, state: CurateState, name: str) -> CurateView:
+    try:
+        created = services.store.create_collection(name)
+    except StoreError as exc:
+        return _fail(services, dataclasses.replace(state, pending_delete=None), exc, editor=False)
+    state = CurateState(collection=created.name)
+    return render(
+        services, state, f"Created “{created.name}”: open **Import pairs** to add images."
+    )
+
+
+def rename_collection(services: Services, state: CurateState, new_name: str) -> CurateView:
+    state = dataclasses.replace(state, pending_delete=None)
+    if state.collection is None:
+        return render(services, state, warn("There is no collection to rename."), editor=False)
+    try:
+        renamed = services.store.rename_collection(state.collection, new_name)
+    except StoreError as exc:
+        return _fail(services, state, exc, editor=False)
+    state = dataclasses.replace(state, collection=renamed.name)
+    return render(services, state, f"Renamed to “{renamed.name}”.", editor=False)
+
+
+def ask_delete_collection(services: Services, state: CurateState) -> CurateView:
+    """First step of deleting a collection: show the confirm button."""
+    if state.collection is None:
+        return render(services, state, warn("There is no collection to delete."), editor=False)
+    return render(
+        services, dataclasses.replace(state, pending_delete=state.collection), editor=False
+    )
+
+
+def cancel_delete_collection(services: Services, state: CurateState) -> CurateView:
+    return render(services, dataclasses.replace(state, pending_delete=None), editor=False)
+
+
+def confirm_delete_collection(services: Services, state: CurateState) -> CurateView:
+    """Second step: delete the collection named when the first step was taken."""
+    name = state.pending_delete
+    state = dataclasses.replace(state, pending_delete=None)
+    if name is None:
+        return render(services, state, editor=False)
+    try:
+        services.store.delete_collection(name)
+    except StoreError as exc:
+        return _fail(services, state, exc)
+    return render(services, CurateState(), f"Deleted collection “{name}”.")
+
+
+# -- gallery -------------------------------------------------------------------------------------
+def set_filter(
+    services: Services, state: CurateState, caption_filter: str, split_filter: str
+) -> CurateView:
+    state = dataclasses.replace(
+        state,
+        caption_filter=caption_filter or "",
+        split_filter=split_filter or ALL_SPLITS,
+        page=0,
+        pending_delete=None,
+    )
+    return render(services, state, editor=False)
+
+
+def change_page(services: Services, state: CurateState, delta: int) -> CurateView:
+    state = dataclasses.replace(state, page=state.page + delta, pending_delete=None)
+    return render(services, state, editor=False)
+
+
+def open_pair(services: Services, state: CurateState, index: int) -> CurateView:
+    """A gallery click: ``index`` is the position of the thumbnail on the current page."""
+    state = dataclasses.replace(state, pending_delete=None)
+    if not 0 <= index < len(state.page_ids):
+        return render(services, state, "That thumbnail is gone; the gallery was refreshed.")
+    return render(services, dataclasses.replace(state, selected=state.page_ids[index]))
+
+
+# -- the pair editor -----------------------------------------------------------------------------
+def save_pair(
+    services: Services, state: CurateState, caption: str | None, split: str | None
+) -> CurateView:
+    """Write the caption and/or split of the selected pair (``None`` leaves a field as is)."""
+    state = dataclasses.replace(state, pending_delete=None)
+    if state.selected is None:
+        return render(services, state, warn("Select a pair first."))
+    try:
+        pair = services.store.update_pair(state.selected, caption=caption, split=split)
+    except StoreError as exc:
+        return _fail(services, state, exc)
+    return render(services, state, f"Saved pair {pair.id}.")
+
+
+def delete_pair(services: Services, state: CurateState) -> CurateView:
+    state = dataclasses.replace(state, pending_delete=None)
+    if state.selected is None:
+        return render(services, state, warn("Select a pair first."))
+    try:
+        pair = services.store.delete_pair(state.selected)
+    except StoreError as exc:
+        return _fail(services, state, exc)
+    state = dataclasses.replace(state, selected=None, last_deleted=pair.id)
+    return render(services, state, f"Deleted pair {pair.id} (“{pair.caption[:60]}”).")
+
+
+def undo_delete(services: Services, state: CurateState) -> CurateView:
+    state = dataclasses.replace(state, pending_delete=None)
+    if state.last_deleted is None:
+        return render(services, state, warn("Nothing to undo."))
+    try:
+        pair = services.store.restore_pair(state.last_deleted)
+    except StoreError as exc:
+        return _fail(services, dataclasses.replace(state, last_deleted=None), exc)
+    state = dataclasses.replace(state, selected=pair.id, last_deleted=None)
+    return render(services, state, f"Restored pair {pair.id}.")
+
+
+# -- import --------------------------------------------------------------------------------------
+def _caption_values(text: str | None) -> list[str] | str:
+    """One line: a caption for every uploaded image; several lines: one per image, in order."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[0] if len(lines) == 1 else lines
+
+
+def _rejected_frame(reports: list[ImportReport], failures: list[tuple[str, str]]) -> pd.DataFrame:
+    rows = [(name, reason) for name, reason in failures]
+    rows += [(r.item, r.reason) for report in reports for r in report.rejected]
+    return pd.DataFrame(rows, columns=REJECTED_COLUMNS)
+
+
+def import_files(
+    services: Services,
+    state: CurateState,
+    files: list[str] | None,
+    captions: str | None,
+    source: str | None,
+    caption_column: str | None,
+    image_column: str | None,
+    split: str | None,
+    progress: Any = None,
+) -> ImportOutcome:
+    """Import uploaded files and/or a dataset id or server path into the current collection.
+
+    Uploaded images take their captions from ``captions``; other uploads (zip, CSV, JSONL,
+    Parquet) and ``source`` go through :func:`mmdemo.importers.import_source`. A source that
+    fails as a whole is one row of the rejected table; the others still import.
+    """
+    state = dataclasses.replace(state, pending_delete=None)
+    empty = _rejected_frame([], [])
+    # Never fall back to another collection here: the import would land somewhere unexpected.
+    collection = services.store.find_collection(state.collection) if state.collection else None
+    if collection is None:
+        if state.collection:
+            message = warn(f"The collection “{state.collection}” no longer exists.")
+        else:
+            message = warn("Create a collection first (under Manage collections).")
+        return ImportOutcome(message, empty, render(services, state, editor=False))
+    paths = [Path(f) for f in files or []]
+    images = [p for p in paths if p.suffix.lower() in IMAGE_EXTENSIONS]
+    sources: list[tuple[str, str]] = [(p.name, str(p)) for p in paths if p not in images]
+    if source and source.strip():
+        sources.append((source.strip(), source.strip()))
+    if not images and not sources:
+        message = warn("Choose files to upload, or enter a dataset id or a server path.")
+        return ImportOutcome(message, empty, render(services, state, editor=False))
+
+    assign = None if split in (None, "", SPLIT_FROM_DATA) else split
+    report_progress = progress_callback(progress)
+    reports: list[ImportReport] = []
+    failures: list[tuple[str, str]] = []
+    store, settings = services.store, services.settings
+    for name, spec in sources:
+        try:
+            reports.append(
+                import_source(
+                    store,
+                    settings,
+                    collection.name,
+                    spec,
+                    caption_column=(caption_column or "").strip() or None,
+                    image_column=(image_column or "").strip() or None,
+                    split=assign,
+                    progress=report_progress,
+                )
+            )
+        except ImportFailed as exc:
+            failures.append((name, f"not imported: {exc}"))
+    if images:
+        try:
+            reports.append(
+                import_uploads(
+                    store,
+                    settings,
+                    collection.name,
+                    [(p.name, p) for p in images],
+                    _caption_values(captions),
+                    split=assign or "train",
+                    progress=report_progress,
+                )
+            )
+        except ImportFailed as exc:
+            failures.append((f"{len(images)} uploaded images", f"not imported: {exc}"))
+
+    summary = " ".join(report.summary() for report in reports)
+    if failures:
+        summary = (summary + " " if summary else "") + warn(
+            f"{len(failures)} source{'s' if len(failures) != 1 else ''} could not be imported:"
+            f" {'; '.join(f'{n}: {r}' for n, r in failures)}"
+        )
+    view = render(services, state, editor=False)
+    return ImportOutcome(summary, _rejected_frame(reports, failures), view)
