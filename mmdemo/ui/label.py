@@ -1,0 +1,223 @@
+"""The Label tab: walk through the pairs and mark the model's top candidates, by mouse or keys.
+
+Keys (while the tab is shown and no text field has the focus): ``1``–``9`` select a candidate,
+``n`` marks it hard negative, ``c`` also correct, ``x`` clears its label, ``s`` or ``→`` skips to
+the next pair, ``←`` goes back, ``u`` undoes the last change. They are bound by a small script
+that the page runs once on load; it clicks the tab's own buttons, so keys and clicks run the same
+handlers. The layout and the wiring live here; the handlers live in
+:mod:`mmdemo.ui.label_handlers`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gradio as gr
+from gradio.context import get_render_context
+
+from mmdemo.services import Services
+from mmdemo.ui import label_handlers as h
+from mmdemo.ui.common import Shared
+from mmdemo.ui.label_handlers import DEFAULT_K, MAX_K, SPLIT_CHOICES, LabelState, LabelView
+from mmdemo.ui.results import author_of, is_skip
+
+KEYS = {
+    "n": "mm-label-negative",
+    "c": "mm-label-also",
+    "x": "mm-label-clear",
+    "s": "mm-label-next",
+    "ArrowRight": "mm-label-next",
+    "ArrowLeft": "mm-label-back",
+    "u": "mm-label-undo",
+}
+
+KEYS_JS = """
+() => {
+  if (window.__mmLabelKeys) return;
+  window.__mmLabelKeys = true;
+  const buttons = %s;
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    const target = event.target;
+    if (target && (target.isContentEditable ||
+        ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName))) return;
+    const panel = document.getElementById("mm-label");
+    if (!panel || panel.offsetParent === null) return;  // the Label tab is not shown
+    let element = null;
+    if (/^[1-9]$/.test(event.key)) {
+      const items = panel.querySelectorAll("#mm-label-candidates .thumbnail-item");
+      element = items[Number(event.key) - 1] || null;
+    } else {
+      const id = buttons[event.key] || buttons[event.key.toLowerCase()];
+      element = id ? document.getElementById(id) : null;
+    }
+    if (element && !element.disabled && element.offsetParent !== null) {
+      event.preventDefault();
+      element.click();
+    }
+  });
+}
+"""
+
+
+def keys_js() -> str:
+    """The script that binds the keyboard shortcuts (run once per page load)."""
+    import json
+
+    return KEYS_JS % json.dumps(KEYS)
+
+
+def as_outputs(view: LabelView) -> tuple:
+    """The event outputs: the candidates gallery goes out with its highlighted item."""
+    values = view._asdict()
+    if not is_skip(values["candidates"]):
+        values["candidates"] = gr.Gallery(
+            value=values["candidates"], selected_index=view.state.selected
+        )
+    return tuple(values[name] for name in LabelView._fields)
+
+
+def build_label(services: Services, shared: Shared) -> None:
+    """Lay out the Label tab inside the current ``gr.Tab`` and wire its events."""
+    tab = get_render_context()
+    state = gr.State(h.initial_state(services))
+
+    with gr.Column(elem_id="mm-label"):
+        with gr.Row():
+            model = gr.Dropdown(
+                label="Candidates from model",
+                allow_custom_value=True,
+                scale=3,
+                elem_id="mm-label-model",
+            )
+            split = gr.Dropdown(
+                list(SPLIT_CHOICES), value="train", label="Pairs of split", scale=1, min_width=110
+            )
+            k = gr.Slider(2, MAX_K, value=DEFAULT_K, step=1, label="Candidates", scale=1)
+            unlabeled = gr.Checkbox(value=True, label="Only unlabeled pairs", scale=1)
+            goto = gr.Textbox(label="Go to pair id", placeholder="e.g. 12", scale=1, min_width=100)
+            goto_btn = gr.Button("Go", size="sm", scale=0, min_width=60)
+        progress_md = gr.Markdown(elem_id="mm-label-progress")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=240):
+                pair_md = gr.Markdown("*Open this tab to start labeling.*", elem_id="mm-label-pair")
+                positive = gr.Image(
+                    type="filepath",
+                    interactive=False,
+                    height=240,
+                    show_label=False,
+                    buttons=["fullscreen"],
+                )
+                caption_labels = gr.Markdown()
+            with gr.Column(scale=3):
+                candidates = gr.Gallery(
+                    label="Top candidates, the positive left out · ⚠ scored almost as high as "
+                    "the positive: maybe correct · ✗ hard negative · + also correct",
+                    columns=5,
+                    height=380,
+                    allow_preview=False,
+                    object_fit="contain",
+                    buttons=[],
+                    fit_columns=False,
+                    elem_id="mm-label-candidates",
+                    elem_classes=["mm-results"],
+                )
+                selection = gr.Markdown(elem_id="mm-label-selection")
+                message = gr.Markdown(elem_id="mm-label-message")
+                with gr.Row(equal_height=True):
+                    negative_btn = gr.Button(
+                        "✗ Hard negative (n)", variant="primary", elem_id="mm-label-negative"
+                    )
+                    also_btn = gr.Button("+ Also correct (c)", elem_id="mm-label-also")
+                    clear_btn = gr.Button("Clear label (x)", elem_id="mm-label-clear")
+                with gr.Row(equal_height=True):
+                    back_btn = gr.Button("← Previous", elem_id="mm-label-back")
+                    next_btn = gr.Button("Skip / next pair (s, →)", elem_id="mm-label-next")
+                    undo_btn = gr.Button(
+                        "↶ Undo last label (u)", visible=False, elem_id="mm-label-undo"
+                    )
+                with gr.Row(equal_height=True):
+                    negative_caption = gr.Dropdown(
+                        label="Hard-negative caption for this image (pick a suggestion or type)",
+                        allow_custom_value=True,
+                        scale=4,
+                        elem_id="mm-label-caption",
+                    )
+                    caption_btn = gr.Button("Save caption negative", scale=1)
+        gr.Markdown(
+            "Keys: **1–9** select a candidate · **n** hard negative · **c** also correct · "
+            "**x** clear · **s** / **→** next pair · **←** previous · **u** undo",
+            elem_id="mm-label-keys",
+        )
+
+    components = {
+        "state": state,
+        "model": model,
+        "progress": progress_md,
+        "pair": pair_md,
+        "positive": positive,
+        "candidates": candidates,
+        "selection": selection,
+        "negative_caption": negative_caption,
+        "caption_labels": caption_labels,
+        "undo": undo_btn,
+        "message": message,
+    }
+    outputs = [components[name] for name in LabelView._fields]
+
+    def wire(handler: Callable[..., LabelView]) -> Callable[..., tuple]:
+        return lambda *values: as_outputs(handler(services, *values))
+
+    shared.demo.load(wire(h.on_load), [state, shared.collection], outputs)
+    shared.demo.load(None, None, None, js=keys_js())
+    shared.collection.change(wire(h.switch_collection), [state, shared.collection], outputs)
+
+    def on_open(st: LabelState, progress=gr.Progress()) -> tuple:  # noqa: ANN001
+        return as_outputs(h.open_tab(services, st, progress))
+
+    if isinstance(tab, gr.Tab):
+        tab.select(on_open, [state], outputs, concurrency_id="label")
+    else:
+        shared.demo.load(on_open, [state], outputs, concurrency_id="label")
+
+    def on_options(st, model_, split_, unlabeled_, k_, progress=gr.Progress()) -> tuple:  # noqa: ANN001
+        return as_outputs(h.set_options(services, st, model_, split_, unlabeled_, k_, progress))
+
+    option_inputs = [state, model, split, unlabeled, k]
+    for control in (model, split, unlabeled):
+        control.input(on_options, option_inputs, outputs, concurrency_id="label")
+    k.release(on_options, option_inputs, outputs, concurrency_id="label")
+
+    def on_next(st, progress=gr.Progress()) -> tuple:  # noqa: ANN001
+        return as_outputs(h.next_pair(services, st, progress))
+
+    def on_back(st, progress=gr.Progress()) -> tuple:  # noqa: ANN001
+        return as_outputs(h.previous_pair(services, st, progress))
+
+    def on_goto(st, pair_id, progress=gr.Progress()) -> tuple:  # noqa: ANN001
+        return as_outputs(h.goto_pair(services, st, pair_id, progress))
+
+    next_btn.click(on_next, [state], outputs, concurrency_id="label")
+    back_btn.click(on_back, [state], outputs, concurrency_id="label")
+    goto_btn.click(on_goto, [state, goto], outputs, concurrency_id="label")
+    goto.submit(on_goto, [state, goto], outputs, concurrency_id="label")
+
+    def on_select(st: LabelState, evt: gr.SelectData) -> tuple:
+        return as_outputs(h.select(services, st, int(evt.index)))
+
+    candidates.select(on_select, [state], outputs)
+
+    def on_negative(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(h.mark(services, st, "negative", author_of(profile)))
+
+    def on_also(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(h.mark(services, st, "also-positive", author_of(profile)))
+
+    def on_caption(st: LabelState, text: str, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(h.add_negative_caption(services, st, text, author_of(profile)))
+
+    negative_btn.click(on_negative, [state], outputs, concurrency_id="label")
+    also_btn.click(on_also, [state], outputs, concurrency_id="label")
+    clear_btn.click(wire(h.clear), [state], outputs, concurrency_id="label")
+    caption_btn.click(on_caption, [state, negative_caption], outputs, concurrency_id="label")
+    undo_btn.click(wire(h.undo), [state], outputs, concurrency_id="label")

@@ -1,0 +1,462 @@
+"""The Label tab's state and handlers (the layout and the keyboard shortcuts are in
+:mod:`mmdemo.ui.label`).
+
+The tab walks through the pairs of a collection. For each it shows the caption, its own image
+and the images the chosen model ranks highest for the caption with the positive left out
+(:func:`mmdemo.negatives.label_candidates`); a candidate is marked *hard negative* or *also
+correct* with one click or key, or the pair is skipped. Every label is saved at once, with its
+author, and the last change can be undone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import gradio as gr
+
+from mmdemo.compare import (
+    BASE,
+    LabelEdit,
+    clear_label,
+    display_path,
+    ensure_corpus,
+    load,
+    model_options,
+    resolve_model,
+    set_label,
+    undo_edit,
+)
+from mmdemo.images import image_path
+from mmdemo.negatives import (
+    Candidate,
+    label_candidates,
+    labeling_progress,
+    next_pair_to_label,
+)
+from mmdemo.services import Services
+from mmdemo.store import Collection, Pair, StoreError
+from mmdemo.ui.common import default_collection, warn
+from mmdemo.ui.results import (
+    FAILURES,
+    candidate_caption,
+    image_progress,
+    is_skip,
+    say_progress,
+)
+
+ALL_SPLITS = "all"
+SPLIT_CHOICES = ("train", "eval", "test", ALL_SPLITS)
+DEFAULT_K = 8
+MAX_K = 9
+"""Keys 1–9 select a candidate."""
+
+
+@dataclass(frozen=True)
+class LabelState:
+    """Where one browser session is in the walk through the pairs (kept in ``gr.State``)."""
+
+    collection: str | None = None
+    model: str = BASE
+    split: str = "train"
+    """Which pairs to walk through: a split, or ``"all"``."""
+    unlabeled_only: bool = True
+    k: int = DEFAULT_K
+    pair_id: int | None = None
+    candidates: tuple[Candidate, ...] = ()
+    selected: int | None = None
+    """Index into ``candidates``."""
+    history: tuple[int, ...] = ()
+    """Pairs shown before, for "Previous"."""
+    last_edit: LabelEdit | None = None
+
+
+class LabelView(NamedTuple):
+    """Every output of the Label tab, in the order of the event outputs."""
+
+    state: LabelState
+    model: Any
+    progress: Any
+    pair: Any
+    positive: Any
+    candidates: Any  # list[(path, caption)] or gr.skip(); see label.as_outputs
+    selection: Any
+    negative_caption: Any
+    caption_labels: Any
+    undo: Any
+    message: Any
+
+
+def view(state: LabelState, **fields: Any) -> LabelView:
+    """A view that changes ``fields`` and leaves every other output as it is."""
+    values = {name: gr.skip() for name in LabelView._fields}
+    values.update(fields, state=state)
+    return LabelView(**values)
+
+
+def _collection(services: Services, state: LabelState) -> Collection | None:
+    if state.collection is not None:
+        found = services.store.find_collection(state.collection)
+        if found is not None:
+            return found
+    name = default_collection(services)
+    return services.store.find_collection(name) if name else None
+
+
+def _split(state: LabelState) -> str | None:
+    return None if state.split == ALL_SPLITS else state.split
+
+
+def _model_dropdown(services: Services, state: LabelState) -> Any:
+    choices = [(ref.label, ref.key) for ref in model_options(services.store, services.model)]
+    if state.model not in {key for _, key in choices}:
+        choices.append((state.model, state.model))
+    return gr.update(choices=choices, value=state.model)
+
+
+def _progress_text(services: Services, state: LabelState, collection: Collection | None) -> str:
+    if collection is None:
+        return "No collection yet: create one in the Curate tab."
+    done, total = labeling_progress(services.store, collection.id, _split(state))
+    which = "" if state.split == ALL_SPLITS else f" {state.split}"
+    return f"**{done:,} of {total:,}**{which} pairs labeled in “{collection.name}”"
+
+
+def _undo_button(state: LabelState) -> Any:
+    edit = state.last_edit
+    if edit is None:
+        return gr.update(visible=False)
+    return gr.update(visible=True, value="↶ Undo last label (u)")
+
+
+def _selection_text(state: LabelState) -> str:
+    if state.pair_id is None:
+        return ""
+    if state.selected is None or not 0 <= state.selected < len(state.candidates):
+        return "*Click a candidate (or press its number), then mark it.*"
+    c = state.candidates[state.selected]
+    flag = " — ⚠ scored almost as high as the positive: maybe correct" * c.possible_false_negative
+    return f"**Selected [{state.selected + 1}]:** pair {c.pair_id}, “{c.caption}”{flag}"
+
+
+def _original(services: Services, pair: Pair) -> str:
+    info = services.store.image_info(pair.image_sha256)
+    if info is None:
+        return str(display_path(services.store, services.settings, pair.image_sha256))
+    return str(image_path(services.settings.images_dir, pair.image_sha256, info["ext"]))
+
+
+def _next_selection(candidates: tuple[Candidate, ...], after: int | None) -> int | None:
+    """The next candidate without a label after ``after`` (none left: stay put)."""
+    start = -1 if after is None else after
+    for index in range(start + 1, len(candidates)):
+        if candidates[index].label is None:
+            return index
+    return after
+
+
+# -- rendering a pair ------------------------------------------------------------------------------
+def _empty(services: Services, state: LabelState, message: str) -> LabelView:
+    state = dataclasses.replace(state, pair_id=None, candidates=(), selected=None)
+    return view(
+        state,
+        model=_model_dropdown(services, state),
+        progress=_progress_text(services, state, _collection(services, state)),
+        pair=message,
+        positive=None,
+        candidates=[],
+        selection="",
+        negative_caption=gr.update(choices=[], value=None),
+        caption_labels="",
+        undo=_undo_button(state),
+        message="",
+    )
+
+
+def show_pair(
+    services: Services,
+    state: LabelState,
+    pair_id: int,
+    progress: Any = None,
+    message: str = "",
+    keep_selection: bool = False,
+) -> LabelView:
+    """Show a pair: its caption, its image and the model's top candidates."""
+    store = services.store
+    try:
+        pair = store.get_pair(pair_id)
+        ref = resolve_model(store, services.model, state.model)
+        say_progress(progress, f"Loading {ref.label}…")
+        loaded = load(services, ref)
+        ensure_corpus(
+            services,
+            loaded,
+            pair.collection_id,
+            pair.split,
+            image_progress(progress, f"Encoding images ({ref.label})"),
+        )
+        task = label_candidates(
+            store,
+            services.settings,
+            services.embeddings,
+            loaded.model,
+            loaded.fingerprint,
+            pair.id,
+            k=max(1, min(int(state.k), MAX_K)),
+        )
+    except FAILURES as exc:
+        return view(state, message=warn(str(exc)))
+    candidates = tuple(task.candidates)
+    selected = state.selected if keep_selection else None
+    if selected is None or selected >= len(candidates):
+        selected = _next_selection(candidates, None)
+    state = dataclasses.replace(state, pair_id=pair.id, candidates=candidates, selected=selected)
+    gallery = [
+        (str(display_path(store, services.settings, c.image_sha256)), candidate_caption(i, c))
+        for i, c in enumerate(candidates)
+    ]
+    rank = f"#{task.positive_rank}" if task.positive_rank > 1 else "#1 (the model gets it)"
+    pair_text = (
+        f"### “{pair.caption}”\n\npair {pair.id} · {pair.split} split · its own image ranks "
+        f"**{rank}** under {ref.label} (similarity {task.positive_score:.3f}). "
+        "Candidates below leave it out."
+    )
+    caption_labels = ""
+    if task.caption_labels:
+        kinds = {"negative": "hard negative", "also-positive": "also correct"}
+        caption_labels = "**Caption labels:** " + " · ".join(
+            f"{kinds.get(kind, kind)}: “{text}”" for _, kind, text in task.caption_labels
+        )
+    return view(
+        state,
+        model=_model_dropdown(services, state),
+        progress=_progress_text(services, state, _collection(services, state)),
+        pair=pair_text,
+        positive=_original(services, pair),
+        candidates=gallery,
+        selection=_selection_text(state),
+        negative_caption=gr.update(
+            choices=task.suggested_captions,
+            value=task.suggested_captions[0] if task.suggested_captions else None,
+        ),
+        caption_labels=caption_labels,
+        undo=_undo_button(state),
+        message=message,
+    )
+
+
+def _first_or_next(
+    services: Services, state: LabelState, after: int | None, progress: Any, message: str = ""
+) -> LabelView:
+    collection = _collection(services, state)
+    if collection is None:
+        return _empty(services, state, "No collection yet: create one in the Curate tab.")
+    state = dataclasses.replace(state, collection=collection.name)
+    pair = next_pair_to_label(
+        services.store, collection.id, after, _split(state), state.unlabeled_only
+    )
+    if pair is None:
+        which = "" if state.split == ALL_SPLITS else f" {state.split}"
+        text = f"No{which} pairs to show."
+        if state.unlabeled_only and services.store.count_pairs(collection.id, split=_split(state)):
+            text = (
+                f"Every{which} pair has a label. Untick *Only unlabeled pairs* to go through "
+                "them again."
+            )
+        return _empty(services, state, text)
+    return show_pair(services, state, pair.id, progress, message)
+
+
+# -- events ---------------------------------------------------------------------------------------
+def initial_state(services: Services) -> LabelState:
+    return LabelState(collection=default_collection(services))
+
+
+def on_load(services: Services, state: LabelState, collection: str | None) -> LabelView:
+    """Page load (cheap): follow the shared collection; the pair shows when the tab opens."""
+    state = initial_state(services)
+    if collection and services.store.find_collection(collection) is not None:
+        state = dataclasses.replace(state, collection=collection)
+    return view(
+        state,
+        model=_model_dropdown(services, state),
+        progress=_progress_text(services, state, _collection(services, state)),
+        undo=_undo_button(state),
+    )
+
+
+def switch_collection(services: Services, state: LabelState, name: str | None) -> LabelView:
+    """The Curate tab opened another collection: start over there."""
+    if name == state.collection:
+        return view(state)
+    state = dataclasses.replace(
+        state, collection=name, pair_id=None, candidates=(), selected=None, history=()
+    )
+    return _empty(services, state, "*Open this tab to label the new collection.*")
+
+
+def open_tab(services: Services, state: LabelState, progress: Any = None) -> LabelView:
+    """The tab was opened: show the current pair again (labels may have changed elsewhere),
+    or the first pair to label."""
+    if state.pair_id is not None:
+        try:
+            pair = services.store.get_pair(state.pair_id)
+        except StoreError:
+            pair = None
+        collection = _collection(services, state)
+        if pair is not None and collection is not None and pair.collection_id == collection.id:
+            return show_pair(services, state, pair.id, progress, keep_selection=True)
+    return _first_or_next(services, state, None, progress)
+
+
+def set_options(
+    services: Services,
+    state: LabelState,
+    model: str | None,
+    split: str | None,
+    unlabeled_only: bool,
+    k: int | None = None,
+    progress: Any = None,
+) -> LabelView:
+    """Another model, split, k or filter: show the current pair again if it still fits."""
+    split = split if split in SPLIT_CHOICES else "train"
+    state = dataclasses.replace(
+        state,
+        model=model or BASE,
+        split=split,
+        unlabeled_only=bool(unlabeled_only),
+        k=int(k or state.k),
+    )
+    if state.pair_id is not None:
+        try:
+            pair = services.store.get_pair(state.pair_id)
+        except StoreError:
+            pair = None
+        if pair is not None and split in (ALL_SPLITS, pair.split):
+            return show_pair(services, state, pair.id, progress)
+    return _first_or_next(services, state, None, progress)
+
+
+def next_pair(services: Services, state: LabelState, progress: Any = None) -> LabelView:
+    """Skip (or go on after labeling): the next pair, wrapping around."""
+    history = state.history + ((state.pair_id,) if state.pair_id is not None else ())
+    state = dataclasses.replace(state, history=history[-50:], selected=None)
+    return _first_or_next(services, state, state.pair_id, progress)
+
+
+def previous_pair(services: Services, state: LabelState, progress: Any = None) -> LabelView:
+    """Back to the pair shown before."""
+    if not state.history:
+        return view(state, message=warn("This is the first pair of this session."))
+    *rest, last = state.history
+    state = dataclasses.replace(state, history=tuple(rest), selected=None)
+    return show_pair(services, state, last, progress)
+
+
+def goto_pair(
+    services: Services, state: LabelState, pair_id: str | int | None, progress: Any = None
+) -> LabelView:
+    """Jump to a pair by its id (the Compare tab shows them)."""
+    if pair_id is None or not str(pair_id).strip():
+        return view(state, message=warn("Type a pair id first."))
+    try:
+        pair = services.store.get_pair(int(str(pair_id).strip()))
+    except ValueError:
+        return view(state, message=warn(f"{pair_id!r} is not a pair id (a whole number)."))
+    except StoreError as exc:
+        return view(state, message=warn(str(exc)))
+    collection = _collection(services, state)
+    if collection is None or pair.collection_id != collection.id:
+        return view(state, message=warn(f"Pair {pair.id} is not in this collection."))
+    history = state.history + ((state.pair_id,) if state.pair_id is not None else ())
+    state = dataclasses.replace(state, history=history[-50:], selected=None)
+    return show_pair(services, state, pair.id, progress)
+
+
+def select(services: Services, state: LabelState, index: int) -> LabelView:
+    """A click on a candidate (or its number key)."""
+    if not 0 <= index < len(state.candidates):
+        return view(state, message="There is no such candidate.")
+    state = dataclasses.replace(state, selected=int(index))
+    return view(state, selection=_selection_text(state), candidates=gr.skip())
+
+
+def _after_edit(
+    services: Services, state: LabelState, edit: LabelEdit, author: str | None, advance: bool
+) -> LabelView:
+    state = dataclasses.replace(state, last_edit=edit)
+    by = f" (by {author})" if author else ""
+    view_ = show_pair(
+        services,
+        state,
+        state.pair_id,
+        message=f"Saved: {edit.describe()}{by}.",
+        keep_selection=True,
+    )
+    if advance and not is_skip(view_.candidates):
+        st = view_.state
+        st = dataclasses.replace(st, selected=_next_selection(st.candidates, st.selected))
+        view_ = view_._replace(state=st, selection=_selection_text(st))
+    return view_
+
+
+def mark(services: Services, state: LabelState, kind: str, author: str) -> LabelView:
+    """Label the selected candidate *hard negative* (``"negative"``) or *also correct*
+    (``"also-positive"``) for the pair's caption; the selection moves to the next one."""
+    if state.pair_id is None:
+        return view(state, message=warn("There is no pair to label."))
+    if state.selected is None or not 0 <= state.selected < len(state.candidates):
+        return view(state, message=warn("Select a candidate first (click it or press 1–9)."))
+    candidate = state.candidates[state.selected]
+    try:
+        edit = set_label(
+            services.store, state.pair_id, kind, sha256=candidate.image_sha256, author=author
+        )
+    except StoreError as exc:
+        return view(state, message=warn(str(exc)))
+    return _after_edit(services, state, edit, author, advance=True)
+
+
+def clear(services: Services, state: LabelState) -> LabelView:
+    """Remove the selected candidate's label."""
+    if state.selected is None or not 0 <= state.selected < len(state.candidates):
+        return view(state, message=warn("Select a candidate first."))
+    candidate = state.candidates[state.selected]
+    if candidate.label_id is None:
+        return view(state, message="That candidate has no label.")
+    try:
+        edit = clear_label(services.store, candidate.label_id)
+    except StoreError as exc:
+        return view(state, message=warn(str(exc)))
+    return _after_edit(services, state, edit, None, advance=False)
+
+
+def add_negative_caption(
+    services: Services, state: LabelState, caption: str | None, author: str
+) -> LabelView:
+    """Save a hard-negative caption for the pair's image (e.g. its attributes swapped)."""
+    if state.pair_id is None:
+        return view(state, message=warn("There is no pair to label."))
+    if not (caption or "").strip():
+        return view(state, message=warn("Write a hard-negative caption first."))
+    try:
+        edit = set_label(services.store, state.pair_id, "negative", caption=caption, author=author)
+    except StoreError as exc:
+        return view(state, message=warn(str(exc)))
+    return _after_edit(services, state, edit, author, advance=False)
+
+
+def undo(services: Services, state: LabelState, progress: Any = None) -> LabelView:
+    """Take back the last label change (it may be on an earlier pair)."""
+    edit = state.last_edit
+    if edit is None:
+        return view(state, message=warn("Nothing to undo."))
+    try:
+        undo_edit(services.store, edit)
+    except StoreError as exc:
+        return view(dataclasses.replace(state, last_edit=None), message=warn(str(exc)))
+    state = dataclasses.replace(state, last_edit=None)
+    if state.pair_id is None:
+        return view(state, undo=_undo_button(state), message=f"Undone: {edit.describe()}.")
+    return show_pair(services, state, state.pair_id, progress, f"Undone: {edit.describe()}.", True)

@@ -1,0 +1,159 @@
+"""Pieces the Compare and Label tabs share: captions of result thumbnails, the metrics and
+per-query tables, the label author, and adapters from ``gr.Progress`` to the domain's callbacks.
+
+Everything here is plain formatting, no component is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from mmdemo.compare import CompareError, metric_rows
+from mmdemo.embeddings import ProgressFn
+from mmdemo.evaluation import EvaluationError
+from mmdemo.models import ModelLoadError
+from mmdemo.negatives import Candidate
+from mmdemo.retrieval import Hit
+from mmdemo.store import StoreError
+
+LOCAL_AUTHOR = "local"
+TABLE_COLUMNS = ["Δ rank", "A", "B", "query", "pair"]
+TABLE_ENDS = 20
+"""With more eval queries than twice this, the table shows this many most improved and most
+regressed."""
+FAILURES = (CompareError, ModelLoadError, StoreError, EvaluationError, ValueError, TypeError)
+"""Errors a handler turns into a message for the person (anything else is a bug)."""
+
+
+def is_skip(value: Any) -> bool:
+    """Whether an output is ``gr.skip()`` (leave the component as it is)."""
+    return isinstance(value, dict) and value == {"__type__": "update"}
+
+
+def author_of(profile: Any) -> str:
+    """The logged-in Hugging Face user on a Space with OAuth, else ``"local"``."""
+    if profile is None:
+        return LOCAL_AUTHOR
+    name = getattr(profile, "username", None)
+    if not name and isinstance(profile, dict):
+        name = profile.get("preferred_username") or profile.get("name")
+    return str(name or LOCAL_AUTHOR)
+
+
+def say_progress(progress: Any, text: str) -> None:
+    """Show ``text`` on the progress bar (``progress`` is a ``gr.Progress`` or ``None``)."""
+    if progress is not None:
+        progress(0.0, desc=text)
+
+
+def image_progress(progress: Any, what: str) -> ProgressFn | None:
+    """Adapt a ``gr.Progress`` to the embedding cache's ``progress(done, total)``."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        progress((done, total), desc=what, unit="images")
+
+    return report
+
+
+# -- captions and tables ---------------------------------------------------------------------------
+def hit_caption(hit: Hit, label: str | None) -> str:
+    """Rank, similarity and marks (✓ ground truth, ✗ hard negative, + also correct), then the
+    caption; the gallery shows the start and the whole text on hover."""
+    marks = " ✓" if hit.positive else ""
+    if label == "negative":
+        marks += " ✗"
+    elif label == "also-positive":
+        marks += " +"
+    return f"#{hit.rank} {hit.score:.3f}{marks} · {hit.caption}"
+
+
+def candidate_caption(index: int, candidate: Candidate) -> str:
+    """Key and similarity, marks (⚠ maybe correct, ✗ hard negative, + also correct), then the
+    candidate's own caption (whole on hover)."""
+    marks = " ⚠" if candidate.possible_false_negative else ""
+    if candidate.label == "negative":
+        marks += " ✗"
+    elif candidate.label == "also-positive":
+        marks += " +"
+    return f"[{index + 1}] {candidate.score:.3f}{marks} · {candidate.caption}"
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _fmt_delta(value: float | None) -> str:
+    if value is None:
+        return ""
+    if abs(value) < 5e-4:
+        return "±0"
+    arrow = "▲" if value > 0 else "▼"
+    return f"**{value:+.3f}** {arrow}"
+
+
+def metrics_markdown(
+    a: dict | None,
+    b: dict | None,
+    label_a: str,
+    label_b: str | None,
+    n_eval: int,
+    probe: dict | None,
+) -> str:
+    """Both models' eval metrics side by side with deltas (one column when B is absent)."""
+    if a is None:
+        return (
+            "**No eval split yet:** move some pairs to the *eval* split in the Curate tab to "
+            "measure the models."
+        )
+    lines = [f"**Eval split** ({n_eval:,} pairs) · **A** = {label_a}"]
+    if label_b is not None:
+        lines[0] += f" · **B** = {label_b}"
+    lines.append("")
+    if b is None:
+        lines += ["| metric | text → image | image → text |", "|---|---:|---:|"]
+        for row in metric_rows(a, None):
+            lines.append(f"| {row['metric']} | {_fmt(row['t2i_a'])} | {_fmt(row['i2t_a'])} |")
+    else:
+        lines += [
+            "| metric | t→i A | t→i B | Δ | i→t A | i→t B | Δ |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in metric_rows(a, b):
+            lines.append(
+                f"| {row['metric']} | {_fmt(row['t2i_a'])} | {_fmt(row['t2i_b'])} | "
+                f"{_fmt_delta(row['t2i_delta'])} | {_fmt(row['i2t_a'])} | {_fmt(row['i2t_b'])} | "
+                f"{_fmt_delta(row['i2t_delta'])} |"
+            )
+    if probe is not None:
+        pa = probe["a"]
+        text = (
+            f"\n**Attribute binding** (does the model prefer an image's own caption to the one "
+            f"with its colours swapped? chance 50%): A {pa['accuracy']:.0%} of {pa['n']}"
+        )
+        if label_b is not None:
+            pb = probe["b"]
+            text += f" · B {pb['accuracy']:.0%} ({probe['delta'] * 100:+.0f} points)"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def table_frame(rows: list[dict], ends: int = TABLE_ENDS) -> pd.DataFrame:
+    """The eval queries by change of their positive's rank, most improved first; with many
+    queries only the ``ends`` most improved and most regressed."""
+    if len(rows) > 2 * ends:
+        rows = rows[:ends] + rows[-ends:]
+    data = [
+        (
+            f"{r['delta']:+d}" if r["delta"] else "0",
+            r["rank_a"],
+            r["rank_b"],
+            r["query"],
+            r["pair_id"],
+        )
+        for r in rows
+    ]
+    return pd.DataFrame(data, columns=TABLE_COLUMNS)
