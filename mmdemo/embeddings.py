@@ -481,7 +481,8 @@ class EmbeddingCache:
             chunk_size = max(self.chunk_size, 256)
             for start in range(0, len(todo), chunk_size):
                 chunk = todo[start : start + chunk_size]
-                vectors = self._encode(model, chunk)
+                # Wrapped so a text that names an existing image file is still read as text.
+                vectors = self._encode(model, [{"text": t} for t in chunk])
                 self.add_vectors(fingerprint, "text", [text_key(t) for t in chunk], vectors)
                 done += len(chunk)
                 if progress is not None:

@@ -31,6 +31,8 @@ class CountingEncoder:
         self.seen: list[object] = []
 
     def vector(self, item: object) -> np.ndarray:
+        if isinstance(item, dict):  # {"text": ...}: the cache marks texts explicitly
+            item = item["text"]
         if isinstance(item, str):
             seed = int(hashlib.sha256(item.encode()).hexdigest()[:12], 16)
         else:
@@ -320,3 +322,12 @@ def test_real_tiny_model_end_to_end(settings, tiny_model):
         reopened.text_embeddings(counting, "tiny", ["a blue square"]), texts[1:]
     )
     assert counting.calls == calls  # reopening costs zero encoder calls
+
+
+def test_text_that_names_an_image_file_is_encoded_as_text(settings):
+    """sentence-transformers reads a string naming an existing image as that image."""
+    sha = add_images(settings, 1)[0]
+    path = str(train_path(settings.images_dir, sha))
+    encoder = CountingEncoder()
+    EmbeddingCache(settings).text_embeddings(encoder, FP, [path])
+    assert encoder.seen == [{"text": path}]

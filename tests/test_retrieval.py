@@ -38,6 +38,8 @@ class LookupEncoder:
         self.calls += 1
         rows = []
         for item in inputs:
+            if isinstance(item, dict):  # the cache marks texts as {"text": ...}
+                item = item["text"]
             if isinstance(item, str):
                 rows.append(self.texts[item])
                 continue
