@@ -137,12 +137,135 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> object:
     )
 
 
+class _StderrBoard:
+    """A progress board (like :class:`mmdemo.jobs.ProgressBoard`) that prints to stderr."""
+
+    def __init__(self) -> None:
+        self._last: tuple = ()
+
+    def update(self, **fields: object) -> None:
+        if "message" in fields and fields.get("message"):
+            print(f"train: {fields['message']}", file=sys.stderr, flush=True)
+        step, total = fields.get("step"), fields.get("total_steps")
+        if step is not None and (step, total) != self._last:
+            self._last = (step, total)
+            eta = fields.get("eta_s")
+            rate = fields.get("samples_per_s")
+            print(
+                f"train: step {step}/{total} epoch {fields.get('epoch')}"
+                f" {rate} samples/s eta {eta}s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def append(self, key: str, item: object, max_len: int = 5000) -> None:
+        if key == "loss_history" and isinstance(item, dict):
+            print(f"train: step {item.get('step')} loss {item.get('loss'):.4f}", file=sys.stderr)
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> object:
+    from mmdemo.training import TrainConfig, run_training
+
+    defaults = TrainConfig()
+    config = TrainConfig(
+        epochs=args.epochs if args.epochs is not None else defaults.epochs,
+        max_minutes=args.max_minutes if args.max_minutes is not None else defaults.max_minutes,
+        batch_size=args.batch_size or defaults.batch_size,
+        lr=args.lr or defaults.lr,
+        loss=args.loss or defaults.loss,
+        seed=args.seed if args.seed is not None else defaults.seed,
+        use_hard_negatives=(
+            defaults.use_hard_negatives if args.hard_negatives is None else args.hard_negatives
+        ),
+    )
+    base_model = None
+    if args.base_model:
+        from mmdemo.models import resolve_base_model
+
+        base_model = resolve_base_model(settings.with_overrides(base_model=args.base_model)).spec
+    store = _open_store(settings)
+    try:
+        result = run_training(
+            store,
+            settings,
+            args.collection,
+            config,
+            run_name=args.run,
+            base_model=base_model,
+            status_sink=_StderrBoard(),
+        )
+    finally:
+        store.close()
+    if result.status == "failed":
+        raise CliError(result.message or "training failed")
+    return {
+        "run": result.name,
+        "run_dir": str(result.path),
+        "model_dir": str(result.model_path),
+        "status": result.status,
+        "steps": result.steps,
+        "train_seconds": round(result.train_seconds, 2),
+        "stop_reason": result.stop_reason,
+        "metrics": result.metrics,
+    }
+
+
+def _services(settings: Settings):
+    from mmdemo.services import Services
+
+    return Services.create(settings, demo=False)
+
+
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> object:
+    from mmdemo.compare import resolve_model
+    from mmdemo.evaluation import evaluate_model
+
+    services = _services(settings)
+    try:
+        collection = services.store.collection(args.collection)
+        ref = resolve_model(services.store, services.model, args.model)
+        model = services.models.get(ref.spec)
+        metrics = evaluate_model(model, services.store, settings, collection.id, split=args.split)
+        return {
+            "collection": collection.name,
+            "model": ref.as_json(),
+            "split": args.split,
+            **metrics,
+        }
+    finally:
+        services.close()
+
+
+def cmd_search(settings: Settings, args: argparse.Namespace) -> object:
+    from mmdemo.compare import search_command
+
+    services = _services(settings)
+    try:
+        return search_command(services, args.collection, args.model, args.query, k=args.k)
+    finally:
+        services.close()
+
+
+def cmd_compare(settings: Settings, args: argparse.Namespace) -> object:
+    from mmdemo.compare import compare_command
+
+    services = _services(settings)
+    try:
+        return compare_command(services, args.collection, args.run, split=args.split)
+    finally:
+        services.close()
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], object]] = {
     "serve": cmd_serve,
     "collections": cmd_collections,
     "import": cmd_import,
     "export": cmd_export,
     "push": cmd_push,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "search": cmd_search,
+    "compare": cmd_compare,
 }
 
 
@@ -181,6 +304,39 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--dry-run", metavar="DIR", help="write the files to DIR; no network")
     push.add_argument("--if-exists", choices=["ask", "overwrite", "pr"], default="ask")
+
+    train = sub.add_parser("train", help="finetune the base model on a collection")
+    train.add_argument("--collection", required=True)
+    train.add_argument("--base-model", help="auto, tiny, a Hub id or a local path")
+    train.add_argument("--epochs", type=float)
+    train.add_argument("--max-minutes", type=float, help="time budget of the training loop")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--loss", choices=["mnrl", "symmetric", "cached", "cached-symmetric"])
+    train.add_argument(
+        "--hard-negatives",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train with the hand-labeled hard negatives (default: yes)",
+    )
+    train.add_argument("--run", help="run name (default: <collection>-<n>)")
+
+    evaluate = sub.add_parser("eval", help="retrieval metrics of a model on a collection")
+    evaluate.add_argument("--collection", required=True)
+    evaluate.add_argument("--model", default="base", help="base, a run name or a model folder")
+    evaluate.add_argument("--split", default="eval")
+
+    search = sub.add_parser("search", help="top-k pairs for a text query")
+    search.add_argument("--collection", required=True)
+    search.add_argument("--model", default="base", help="base, a run name or a model folder")
+    search.add_argument("--query", required=True)
+    search.add_argument("-k", type=int, default=10)
+
+    compare = sub.add_parser("compare", help="per-query ranks of a run against the base model")
+    compare.add_argument("--collection", required=True)
+    compare.add_argument("--run", required=True)
+    compare.add_argument("--split", default="eval")
     return parser
 
 
@@ -192,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             home=args.home,
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
-            base_model=getattr(args, "base_model", None),
+            base_model=getattr(args, "base_model", None) if args.command == "serve" else None,
         )
         result = COMMANDS[args.command](settings, args)
     except KeyboardInterrupt:

@@ -1,0 +1,160 @@
+"""The command line: last stdout line is JSON, failures exit non-zero with one line on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from mmdemo.cli import main
+from mmdemo.settings import PROJECT_ROOT
+from tests.conftest import make_image_bytes
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, object, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.strip()]
+    payload = json.loads(lines[-1]) if code == 0 and lines else None
+    return code, payload, captured.err
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("MMDEMO_BASE_MODEL", "tiny")
+    monkeypatch.setenv("MMDEMO_DEMO_PAIRS", "40")
+    return tmp_path / "home"
+
+
+def make_imagefolder_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        rows = []
+        colours = [(220, 30, 30), (30, 30, 220), (30, 200, 30), (200, 200, 30)]
+        for i, colour in enumerate(colours):
+            name = f"img{i}.png"
+            archive.writestr(name, make_image_bytes(colour))
+            split = "eval" if i == 3 else "train"
+            rows.append({"file_name": name, "caption": f"a swatch number {i}", "split": split})
+        archive.writestr("broken.png", b"not really a png")
+        rows.append({"file_name": "broken.png", "caption": "broken"})
+        archive.writestr("metadata.jsonl", "\n".join(json.dumps(r) for r in rows))
+    return path
+
+
+def test_import_collections_export_round_trip(capsys, home: Path, tmp_path: Path):
+    source = make_imagefolder_zip(tmp_path / "pairs.zip")
+    code, report, err = run_cli(
+        capsys, "--home", str(home), "import", str(source), "--collection", "swatches"
+    )
+    assert code == 0, err
+    assert report["added"] == 4 and report["duplicates"] == 0
+    assert [r["item"] for r in report["rejected"]] == ["broken.png"]
+    assert "not an image" in report["rejected"][0]["reason"]
+
+    code, again, _ = run_cli(
+        capsys, "--home", str(home), "import", str(source), "--collection", "swatches"
+    )
+    assert code == 0 and again["added"] == 0 and again["duplicates"] == 4
+
+    code, listing, _ = run_cli(capsys, "--home", str(home), "collections")
+    assert code == 0
+    (swatches,) = [c for c in listing["collections"] if c["name"] == "swatches"]
+    assert swatches["pairs"] == 4 and swatches["splits"]["eval"] == 1
+
+    out = tmp_path / "export"
+    code, summary, err = run_cli(
+        capsys, "--home", str(home), "export", "--collection", "swatches", "--out", str(out)
+    )
+    assert code == 0, err
+    assert (out / "README.md").is_file()
+    code, back, err = run_cli(
+        capsys, "--home", str(home), "import", str(out), "--collection", "swatches-again"
+    )
+    assert code == 0, err
+    assert back["added"] == 4 and back["rejected"] == []
+
+
+def test_failures_exit_nonzero_with_one_line_reason(capsys, home: Path, tmp_path: Path):
+    code, _, err = run_cli(
+        capsys, "--home", str(home), "import", str(tmp_path / "missing"), "--collection", "x"
+    )
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "not found" in err
+    code, _, err = run_cli(
+        capsys, "--home", str(home), "export", "--collection", "nope", "--out", str(tmp_path / "o")
+    )
+    assert code == 1 and "nope" in err
+    code, _, err = run_cli(capsys, "--home", str(home), "push", "--run", "r", "--repo", "bad name")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+
+
+def test_eval_and_search_on_the_demo_collection(capsys, home: Path):
+    from mmdemo.services import Services
+    from mmdemo.settings import Settings
+
+    Services.create(
+        Settings.from_env(
+            {"MMDEMO_HOME": str(home), "MMDEMO_DEMO_PAIRS": "40", "MMDEMO_BASE_MODEL": "tiny"}
+        )
+    ).close()
+    code, metrics, err = run_cli(
+        capsys, "--home", str(home), "eval", "--collection", "demo-shapes", "--model", "base"
+    )
+    assert code == 0, err
+    for direction in ("t2i", "i2t"):
+        assert set(metrics[direction]) >= {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
+        assert 0.0 <= metrics[direction]["recall@1"] <= metrics[direction]["recall@10"] <= 1.0
+    code, hits, err = run_cli(
+        capsys,
+        "--home",
+        str(home),
+        "search",
+        "--collection",
+        "demo-shapes",
+        "--query",
+        "a red circle above a blue square",
+        "-k",
+        "5",
+    )
+    assert code == 0, err
+    assert len(hits) == 5 and {"pair_id", "score", "caption"} <= set(hits[0])
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+def test_python_dash_m_entry_point(tmp_path: Path):
+    """The real `python -m mmdemo` process: JSON on the last stdout line, exit codes."""
+    env = {**os.environ, "MMDEMO_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    ok = subprocess.run(
+        [sys.executable, "-m", "mmdemo", "collections"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout.strip().splitlines()[-1]) == {"collections": []}
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mmdemo",
+            "export",
+            "--collection",
+            "nope",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr.strip().startswith("mmdemo export:")
