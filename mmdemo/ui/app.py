@@ -18,6 +18,7 @@ from mmdemo.settings import Settings
 from mmdemo.ui.common import Shared, default_collection
 from mmdemo.ui.compare import build_compare
 from mmdemo.ui.curate import build_curate
+from mmdemo.ui.finetune import build_finetune
 from mmdemo.ui.label import build_label
 from mmdemo.ui.publish import build_publish
 
@@ -26,8 +27,7 @@ TabBuilder = Callable[[Services, Shared], None]
 TABS: list[tuple[str, str, TabBuilder]] = [
     ("Curate", "curate", build_curate),
     ("Label", "label", build_label),
-    # Later tabs go here, one line each, in the order of the workflow:
-    # ("Finetune", "finetune", build_finetune),
+    ("Finetune", "finetune", build_finetune),
     ("Compare", "compare", build_compare),
     ("Publish", "publish", build_publish),
 ]
