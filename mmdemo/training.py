@@ -1,0 +1,518 @@
+"""Finetune a CLIP-style model on a collection: one run, from the app's job or the CLI.
+
+:func:`run_training` reads the train split (:mod:`mmdemo.train_data`), evaluates the base model on
+the eval split, trains with :class:`SentenceTransformerTrainer`, evaluates the result with the same
+evaluator and writes the run folder ``runs/<name>/``::
+
+    config.json     the TrainConfig and what the run was made from
+    log.jsonl       one JSON object per event (phases, training logs, metrics, the end)
+    metrics.json    {"base": {"t2i": …, "i2t": …}, "finetuned": {…}}
+    model/          the finetuned model (save_pretrained, with its model card)
+
+The run is recorded in the store (queued → running → finished / cancelled / failed). Progress goes
+to a thread-safe board through a :class:`TrainerCallback`, which also stops training at the next
+step when the stop event is set or the time budget is spent.
+
+The same code runs under ``torchrun --nproc_per_node N`` (gloo on CPU, NCCL on GPUs): every process
+trains, only the main one evaluates and writes the run folder and the store; the stop decision is
+shared so that all processes stop at the same step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import PrinterCallback, TrainerCallback
+
+from mmdemo.jobs import ProgressBoard
+from mmdemo.settings import Settings
+from mmdemo.store import Store, StoreError
+
+LOSSES = ("mnrl", "symmetric", "cached", "cached-symmetric")
+MODEL_DIRNAME = "model"
+
+
+class TrainingError(RuntimeError):
+    """A finetune that cannot run or stopped on a known problem; ``str(exc)`` is for people."""
+
+    person_readable = True
+
+
+@dataclass
+class TrainConfig:
+    """The knobs of a finetune. Defaults suit the tiny model, trained from scratch on the demo
+    (:meth:`for_pretrained` gives gentler ones for a pretrained CLIP)."""
+
+    epochs: float = 300.0
+    max_minutes: float = 2.0
+    """Time budget of the training loop; training stops at the next step when it is spent."""
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_ratio: float = 0.1
+    seed: int = 0
+    loss: str = "mnrl"
+    """``mnrl`` (text→image), ``symmetric`` (+ image→text), ``cached``, ``cached-symmetric``."""
+    use_hard_negatives: bool = True
+    matryoshka_dims: tuple[int, ...] = ()
+    mini_batch_size: int = 16
+    """Pieces of a batch for the cached losses."""
+    sampler: str = "auto"
+    """``auto``, ``no_duplicates`` or ``batch_sampler`` (see :mod:`mmdemo.train_data`)."""
+    scale: float = 50.0
+    """Inverse temperature of the contrastive loss."""
+    augment: bool = True
+    """Random crops of the training images (CLIP's augmentation)."""
+    eval_batch_size: int = 64
+
+    @classmethod
+    def for_pretrained(cls, **changes: Any) -> TrainConfig:
+        """Defaults for a pretrained CLIP: a small learning rate and few epochs, so the finetune
+        adapts the model instead of overwriting it."""
+        base = {"epochs": 3.0, "lr": 1e-5, "scale": 20.0, "max_minutes": 10.0}
+        return cls(**{**base, **changes})
+
+    def validate(self) -> TrainConfig:
+        if self.loss not in LOSSES:
+            raise TrainingError(f"Unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}.")
+        if self.epochs <= 0:
+            raise TrainingError("Epochs must be more than 0.")
+        if self.batch_size < 2:
+            raise TrainingError("The batch size must be at least 2: the loss compares pairs.")
+        if self.lr <= 0:
+            raise TrainingError("The learning rate must be more than 0.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise TrainingError("Warm-up is a share of the steps, from 0 up to (not incl.) 1.")
+        if self.max_minutes <= 0:
+            raise TrainingError("The time budget must be more than 0 minutes.")
+        if self.sampler not in ("auto", "no_duplicates", "batch_sampler"):
+            raise TrainingError(f"Unknown sampler {self.sampler!r}.")
+        self.matryoshka_dims = tuple(int(d) for d in self.matryoshka_dims or ())
+        return self
+
+    @property
+    def symmetric(self) -> bool:
+        return self.loss in ("symmetric", "cached-symmetric")
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["matryoshka_dims"] = list(self.matryoshka_dims)
+        return data
+
+
+@dataclass
+class RunResult:
+    """What a run produced; ``status`` is finished, cancelled or failed."""
+
+    name: str
+    path: Path
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    steps: int = 0
+    train_seconds: float = 0.0
+    stop_reason: str | None = None
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_DIRNAME
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def detect_precision() -> dict[str, Any]:
+    """Trainer arguments: bf16 on a GPU that has it, else fp16 on a GPU, fp32 on CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return {"bf16": True, "device": "cuda", "precision": "bf16"}
+        return {"fp16": True, "device": "cuda", "precision": "fp16"}
+    return {"use_cpu": True, "device": "cpu", "precision": "fp32"}
+
+
+def default_run_name(collection: str, runs_dir: Path) -> str:
+    """``<collection>-<YYYYmmdd-HHMMSS>`` made safe for a folder name, unique in ``runs_dir``."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", collection).strip("-.") or "run"
+    base = f"{stem[:60]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, n = base, 2
+    while (runs_dir / name).exists():
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+class ProgressCallback(TrainerCallback):
+    """Publishes progress to a board and the run log; stops on the stop event or time budget.
+
+    In a multi-process run the stop decision is all-reduced, so every process stops together.
+    """
+
+    def __init__(
+        self,
+        board: Any,
+        stop_event: threading.Event | None,
+        max_seconds: float | None,
+        samples_per_step: int,
+        log_event: Any = None,
+    ):
+        self.board = board
+        self.stop_event = stop_event
+        self.max_seconds = max_seconds
+        self.samples_per_step = samples_per_step
+        self.log_event = log_event or (lambda **_: None)
+        self.started: float | None = None
+        self.stop_reason: str | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
+        self.started = time.monotonic()
+        self.board.update(phase="training", step=0, total_steps=state.max_steps, epoch=0.0)
+
+    def _stop_wanted(self, elapsed: float, device: Any) -> str | None:
+        reason = None
+        if self.stop_event is not None and self.stop_event.is_set():
+            reason = "cancelled"
+        elif self.max_seconds is not None and elapsed >= self.max_seconds:
+            reason = "time budget"
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            import torch
+
+            code = torch.tensor(
+                [{None: 0, "time budget": 1, "cancelled": 2}[reason]], device=device
+            )
+            dist.all_reduce(code, op=dist.ReduceOp.MAX)
+            reason = {0: None, 1: "time budget", 2: "cancelled"}[int(code.item())]
+        return reason
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
+        elapsed = time.monotonic() - (self.started or time.monotonic())
+        per_step = elapsed / max(1, state.global_step)
+        remaining = per_step * (state.max_steps - state.global_step)
+        if self.max_seconds is not None:
+            remaining = min(remaining, max(0.0, self.max_seconds - elapsed))
+        self.board.update(
+            step=state.global_step,
+            total_steps=state.max_steps,
+            epoch=round(float(state.epoch or 0.0), 3),
+            samples_per_s=round(self.samples_per_step * state.global_step / max(elapsed, 1e-9), 2),
+            elapsed_s=round(elapsed, 1),
+            eta_s=round(remaining, 1),
+        )
+        reason = self._stop_wanted(elapsed, getattr(args, "device", "cpu"))
+        if reason is not None and self.stop_reason is None:
+            self.stop_reason = reason
+            control.should_training_stop = True
+            self.board.update(message=f"Stopping ({reason}) after step {state.global_step}.")
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - HF signature
+        logs = dict(logs or {})
+        if "loss" in logs:
+            point = {
+                "step": state.global_step,
+                "epoch": round(float(state.epoch or 0.0), 3),
+                "loss": float(logs["loss"]),
+            }
+            if "learning_rate" in logs:
+                point["learning_rate"] = float(logs["learning_rate"])
+            self.board.update(loss=point["loss"], learning_rate=point.get("learning_rate"))
+            self.board.append("loss_history", point)
+        self.log_event(event="log", step=state.global_step, **logs)
+
+
+# -- the run ---------------------------------------------------------------------------------------
+class _RunWriter:
+    """The run folder and the store record; a no-op in non-main processes."""
+
+    def __init__(self, store: Store, settings: Settings, name: str, active: bool):
+        self.store, self.name, self.active = store, name, active
+        self.path = settings.runs_dir / name
+        self._log_lock = threading.Lock()
+
+    def create(self, collection_id: int, base_model: str, config: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError as exc:
+            raise TrainingError(f"A run folder named {self.name!r} already exists.") from exc
+        try:
+            self.store.create_run(
+                self.name, collection_id, base_model, str(self.path), json.dumps(config)
+            )
+        except StoreError as exc:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise TrainingError(str(exc)) from exc
+        self.write_json("config.json", config)
+
+    def write_json(self, filename: str, data: Any) -> None:
+        if self.active:
+            text = json.dumps(data, indent=2, default=str)
+            (self.path / filename).write_text(text + "\n", encoding="utf-8")
+
+    def log(self, **event: Any) -> None:
+        if not self.active:
+            return
+        line = json.dumps({"time": round(time.time(), 3), **event}, default=str)
+        with self._log_lock, (self.path / "log.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    def status(self, status: str, message: str | None = None, metrics: Any = None) -> None:
+        if not self.active:
+            return
+        final = status in ("finished", "cancelled", "failed")
+        self.store.update_run(
+            self.name,
+            status=status,
+            message=message,
+            metrics_json=json.dumps(metrics) if metrics is not None else None,
+            finished=final,
+        )
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(exc, oom_type) or "out of memory" in str(exc).lower()
+
+
+def run_training(
+    store: Store,
+    settings: Settings,
+    collection: str,
+    config: TrainConfig | None = None,
+    run_name: str | None = None,
+    base_model: str | None = None,
+    status_sink: Any = None,
+    stop_event: threading.Event | None = None,
+) -> RunResult:
+    """Finetune on the collection's train split and evaluate before and after (see module doc).
+
+    ``base_model``: a model spec (folder or Hub id); ``None`` resolves ``settings.base_model``.
+    ``status_sink``: an object with ``update(**fields)`` and ``append(key, item)`` (e.g.
+    :class:`mmdemo.jobs.ProgressBoard`). Raises :class:`TrainingError` for problems found before
+    the run exists; once it exists, failures are recorded and returned as ``status="failed"``.
+    """
+    config = (config or TrainConfig()).validate()
+    board = status_sink if status_sink is not None else ProgressBoard()
+    board.update(phase="preparing", message="Reading the collection.")
+    try:
+        found = store.collection(collection)
+    except StoreError as exc:
+        raise TrainingError(str(exc)) from exc
+
+    from mmdemo.train_data import build_train_data
+
+    data = build_train_data(store, settings, found.id, config.use_hard_negatives, config.symmetric)
+    if data.stats["pairs"] < 2:
+        raise TrainingError(
+            f"The collection {collection!r} has {data.stats['pairs']} usable training pair(s); a "
+            "finetune needs at least 2. Add pairs or move some to the train split."
+        )
+    if store.count_pairs(found.id, split="eval") == 0:
+        raise TrainingError(
+            f"The eval split of {collection!r} is empty, so the finetune could not be measured. "
+            "Move some pairs to the eval split first."
+        )
+    if base_model is None:
+        from mmdemo.models import resolve_base_model
+
+        base_model = resolve_base_model(settings).spec
+    args, precision = _training_args(settings, config, data)
+    is_main = bool(args.process_index == 0)
+    name = run_name or default_run_name(collection, settings.runs_dir)
+    writer = _RunWriter(store, settings, name, active=is_main)
+    record = {
+        "run": name,
+        "collection": collection,
+        "base_model": base_model,
+        "precision": precision,
+        "world_size": args.world_size,
+        "sampler": str(args.batch_sampler),
+        "data": data.stats,
+        "config": config.as_dict(),
+    }
+    writer.create(found.id, base_model, record)
+    result = RunResult(name, writer.path, "running")
+    board.update(run_name=name, run_path=str(writer.path), data=data.stats)
+
+    def phase(name_: str, message: str) -> None:
+        board.update(phase=name_, message=message)
+        writer.log(event="phase", phase=name_, message=message)
+        if stop_event is not None and stop_event.is_set():
+            raise _Cancelled()
+
+    trainer_dir = Path(args.output_dir)
+    try:
+        writer.status("running")
+        phase("loading", f"Loading {base_model}.")
+        model = _load(base_model)
+        metrics: dict[str, Any] = {"base": None, "finetuned": None}
+        if is_main:
+            phase("evaluating base", "Measuring the base model on the eval split.")
+            metrics["base"] = _evaluate(model, store, settings, found.id, config)
+            board.update(metrics=dict(metrics))
+            writer.log(event="metrics", which="base", **metrics["base"])
+            writer.write_json("metrics.json", metrics)
+        phase("training", "Training.")
+        callback = ProgressCallback(
+            board,
+            stop_event,
+            config.max_minutes * 60.0,
+            config.batch_size * args.world_size,
+            writer.log,
+        )
+        started = time.monotonic()
+        trainer = _trainer(model, args, data, config, callback)
+        trainer.train()
+        result.train_seconds = round(time.monotonic() - started, 2)
+        result.steps = int(trainer.state.global_step)
+        result.stop_reason = callback.stop_reason
+        if callback.stop_reason == "cancelled":
+            result.status = "cancelled"
+            result.message = f"Cancelled after {result.steps} steps; the model so far is kept."
+        else:
+            if is_main:
+                phase("evaluating finetuned", "Measuring the finetuned model.")
+                metrics["finetuned"] = _evaluate(model, store, settings, found.id, config)
+                writer.log(event="metrics", which="finetuned", **metrics["finetuned"])
+            result.status = "finished"
+            result.message = _summary(metrics, result, callback.stop_reason)
+        result.metrics = metrics
+        if is_main:
+            board.update(phase="saving", metrics=dict(metrics), message="Saving the model.")
+            model.save_pretrained(str(writer.path / MODEL_DIRNAME))
+            writer.write_json("metrics.json", metrics)
+    except _Cancelled:
+        result.status, result.message = "cancelled", "Cancelled before training started."
+    except Exception as exc:  # noqa: BLE001 - recorded on the run, then reported
+        result.status = "failed"
+        if _is_oom(exc):
+            result.message = (
+                f"The GPU ran out of memory at batch size {config.batch_size}. Lower the batch "
+                "size, or pick the cached loss (it splits each batch into mini-batches)."
+            )
+        elif isinstance(exc, TrainingError) or type(exc).__name__ == "ModelLoadError":
+            result.message = str(exc)
+        else:
+            result.message = f"Training failed: {type(exc).__name__}: {exc}"
+        writer.log(event="error", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        shutil.rmtree(trainer_dir, ignore_errors=True)
+    writer.log(event="end", status=result.status, message=result.message, steps=result.steps)
+    writer.status(result.status, result.message, result.metrics or None)
+    board.update(phase=result.status, message=result.message, metrics=result.metrics)
+    return result
+
+
+def _summary(metrics: dict[str, Any], result: RunResult, stop_reason: str | None) -> str:
+    base, tuned = metrics.get("base"), metrics.get("finetuned")
+    text = f"Finished {result.steps} steps in {result.train_seconds:.0f} s"
+    if stop_reason == "time budget":
+        text += " (stopped by the time budget)"
+    if base and tuned:
+        before, after = base["t2i"]["recall@1"], tuned["t2i"]["recall@1"]
+        text += f"; text→image recall@1 {before:.2f} → {after:.2f}"
+    return text + "."
+
+
+def _load(spec: str) -> Any:
+    from mmdemo.models import ModelLoadError, load_model
+
+    try:
+        model = load_model(spec, fresh=True)
+    except ModelLoadError as exc:
+        raise TrainingError(str(exc)) from exc
+    # CLIP's own temperature is not used by our loss: freeze it, so the saved model keeps the
+    # base value and DDP does not wait for a gradient that never comes.
+    for pname, param in model.named_parameters():
+        if pname.endswith("logit_scale"):
+            param.requires_grad_(False)
+    return model
+
+
+def _evaluate(
+    model: Any, store: Store, settings: Settings, collection_id: int, config: TrainConfig
+):
+    from mmdemo.evaluation import evaluate_model
+
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate_model(
+            model, store, settings, collection_id, "eval", batch_size=config.eval_batch_size
+        )
+    finally:
+        model.train(was_training)
+
+
+def _training_args(settings: Settings, config: TrainConfig, data: Any) -> tuple[Any, str]:
+    import tempfile
+
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    from mmdemo.train_data import pick_sampler
+
+    device = detect_precision()
+    precision = device.pop("precision")
+    device.pop("device")
+    settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = tempfile.mkdtemp(prefix="trainer-", dir=settings.tmp_dir)
+    steps = data.steps_per_epoch(config.batch_size) * config.epochs
+    args = SentenceTransformerTrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.lr,
+        warmup_steps=config.warmup_ratio,
+        seed=config.seed,
+        batch_sampler=pick_sampler(
+            data.stats["distinct_captions"], config.batch_size, config.sampler
+        ),
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="steps",
+        logging_steps=max(1, int(steps // 200)),
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        **device,
+    )
+    return args, precision
+
+
+def _trainer(model: Any, args: Any, data: Any, config: TrainConfig, callback: Any) -> Any:
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from mmdemo.train_data import CropAugmentingCollator, build_loss
+
+    dims = config.matryoshka_dims
+    if dims and max(dims) > (model.get_embedding_dimension() or max(dims)):
+        raise TrainingError(
+            f"Matryoshka dimensions cannot exceed the model's {model.get_embedding_dimension()}."
+        )
+    loss = build_loss(
+        model, data.relevance, config.loss, config.scale, config.mini_batch_size, dims
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=data.datasets(), loss=loss, callbacks=[callback]
+    )
+    if config.augment:
+        trainer.data_collator = CropAugmentingCollator(
+            trainer.data_collator, data.image_paths, seed=config.seed
+        )
+    # With tqdm off, transformers prints every log dict to stdout; the CLI keeps stdout for JSON.
+    trainer.remove_callback(PrinterCallback)
+    return trainer

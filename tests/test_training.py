@@ -1,0 +1,404 @@
+"""Training data from a collection, the masked losses, the progress callback, and real finetunes
+of the tiny model (marked slow; they still run in CI)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmdemo.images import ImageLimits, ingest_image_bytes, train_path
+from mmdemo.jobs import JobBusy, JobManager, ProgressBoard, TrainingJob
+from mmdemo.settings import Settings
+from mmdemo.store import Store
+from mmdemo.train_data import (
+    EXTRA_CAPTION,
+    EXTRA_IMAGE,
+    EXTRA_NONE,
+    Relevance,
+    build_train_data,
+    masked_row_losses,
+    pick_sampler,
+)
+from mmdemo.training import (
+    MODEL_DIRNAME,
+    ProgressCallback,
+    TrainConfig,
+    TrainingError,
+    run_training,
+)
+from tests.conftest import make_image_bytes
+
+WAIT = 300.0  # upper bound for a background run to end; a safety net, not a speed check
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from mmdemo.models import build_tiny_clip
+
+    return str(build_tiny_clip(tmp_path_factory.mktemp("tiny") / "tiny-clip", seed=0))
+
+
+def _add(
+    store: Store,
+    settings: Settings,
+    collection_id: int,
+    image: bytes,
+    caption: str,
+    split: str = "train",
+):
+    stored = ingest_image_bytes(image, settings.images_dir, ImageLimits.from_settings(settings))
+    pair, _ = store.add_pair(collection_id, stored.as_row(), caption, split=split)
+    return pair
+
+
+def _demo(store: Store, settings: Settings, n: int, name: str = "shapes", seed: int = 0) -> int:
+    from mmdemo.demo_data import generate_demo_scenes
+
+    collection = store.create_collection(name)
+    for scene in generate_demo_scenes(n, seed=seed):
+        _add(store, settings, collection.id, scene.image_bytes, scene.caption, scene.split)
+    return collection.id
+
+
+# -- training rows ---------------------------------------------------------------------------------
+@pytest.fixture
+def labeled(store: Store, settings: Settings):
+    """Five train pairs (two share a caption), one eval pair, and every kind of label."""
+    c = store.create_collection("labeled")
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200)]
+    captions = ["a red thing", "a red thing", "a blue thing", "a green thing", "a teal thing"]
+    p = [
+        _add(store, settings, c.id, make_image_bytes(col), cap)
+        for col, cap in zip(colours, captions, strict=True)
+    ]
+    held = _add(store, settings, c.id, make_image_bytes((90, 90, 90)), "a grey thing", "eval")
+    store.add_label(p[0].id, "negative", negative_sha256=p[2].image_sha256)
+    store.add_label(p[0].id, "negative", negative_caption="a blue thing")
+    store.add_label(p[2].id, "also-positive", negative_sha256=p[4].image_sha256)
+    store.add_label(p[3].id, "also-positive", negative_caption="a lime thing")
+    store.add_label(p[3].id, "negative", negative_sha256=held.image_sha256)  # held out
+    store.add_label(p[1].id, "negative", negative_caption="a grey thing")  # held out
+    return c.id, p, held
+
+
+def test_rows_negatives_and_also_positives(store, settings, labeled):
+    collection_id, p, held = labeled
+    data = build_train_data(store, settings, collection_id, use_hard_negatives=True)
+    path = {pair.id: str(train_path(settings.images_dir, pair.image_sha256)) for pair in p}
+
+    assert set(data.columns) == {"pairs", "image_negatives"}  # caption negatives need symmetric
+    neg = data.columns["image_negatives"]
+    assert neg["anchor"] == ["a red thing"]
+    assert neg["positive"] == [path[p[0].id]] and neg["negative"] == [path[p[2].id]]
+    assert neg["label"][0][2] == EXTRA_IMAGE
+    # The labeled pair moved to the negatives dataset; the others stay plain pairs.
+    assert sorted(data.columns["pairs"]["positive"]) == sorted(path[x.id] for x in p[1:])
+    assert all(row[2] == EXTRA_NONE for row in data.columns["pairs"]["label"])
+    # Also-positive labels never become negatives, held-out items are never trained on.
+    every_value = {
+        v
+        for cols in data.columns.values()
+        for k in ("positive", "negative")
+        for v in cols.get(k, [])
+    }
+    assert path[p[4].id] in every_value  # only as its own pair's positive
+    assert data.columns["image_negatives"]["negative"].count(path[p[4].id]) == 0
+    assert str(train_path(settings.images_dir, held.image_sha256)) not in every_value
+    assert data.stats["negatives_held_out"] == 2
+    assert data.stats["caption_negatives_unused"] == 1
+    assert data.stats["also_positive"] == 2
+    assert data.stats["pairs"] == 5 and data.stats["distinct_captions"] == 4
+
+    # The relation: same caption matches both images; also-positive labels match too.
+    label = {pair.id: None for pair in p}
+    for cols in data.columns.values():
+        for pos, lab in zip(cols["positive"], cols["label"], strict=True):
+            label[next(x.id for x in p if path[x.id] == pos)] = lab
+    g = {pid: lab[0] for pid, lab in label.items()}
+    i = {pid: lab[1] for pid, lab in label.items()}
+    rel = data.relevance
+    hit = lambda grp, img: bool(rel.matches(torch.tensor(grp), torch.tensor(img)))  # noqa: E731
+    assert g[p[0].id] == g[p[1].id]
+    assert hit(g[p[0].id], i[p[1].id]) and hit(g[p[1].id], i[p[0].id])
+    assert hit(g[p[2].id], i[p[4].id])  # also-positive image
+    assert not hit(g[p[2].id], i[p[3].id])
+
+    symmetric = build_train_data(store, settings, collection_id, True, symmetric=True)
+    caps = symmetric.columns["caption_negatives"]
+    assert caps["anchor"] == ["a red thing"] and caps["negative"] == ["a blue thing"]
+    assert caps["label"][0][2] == EXTRA_CAPTION
+    assert caps["label"][0][3] == g[p[2].id]  # "a blue thing" is the caption group of p[2]
+
+    plain = build_train_data(store, settings, collection_id, use_hard_negatives=False)
+    assert set(plain.columns) == {"pairs"} and len(plain.columns["pairs"]["anchor"]) == 5
+
+
+def test_augmenting_collator_crops_images_and_leaves_text(store, settings, labeled):
+    from mmdemo.train_data import CropAugmentingCollator
+
+    collection_id, p, _ = labeled
+    data = build_train_data(store, settings, collection_id)
+    seen = []
+
+    class Inner:
+        valid_label_columns = ["label"]
+
+        def __call__(self, rows):
+            seen.append(rows)
+            return {"rows": len(rows)}
+
+    collator = CropAugmentingCollator(Inner(), data.image_paths, seed=1, min_side=0.5)
+    assert collator.valid_label_columns == ["label"]  # the trainer reads it through the wrapper
+    cols = data.columns["image_negatives"]
+    row = {
+        "anchor": cols["anchor"][0],
+        "positive": cols["positive"][0],
+        "negative": cols["negative"][0],
+        "label": cols["label"][0],
+    }
+    assert collator([row, row]) == {"rows": 2}
+    first, second = seen[0]
+    assert first["anchor"] == "a red thing" and first["label"] == row["label"]
+    for key in ("positive", "negative"):
+        assert not isinstance(first[key], str)  # loaded and cropped
+        width, height = first[key].size
+        assert 0.5 * 64 - 1 <= width <= 64 and 0.5 * 48 - 1 <= height <= 48
+    crops = [first["positive"], second["positive"]]
+    assert crops[0].size != crops[1].size or crops[0].tobytes() != crops[1].tobytes()
+    assert row["positive"] == cols["positive"][0]  # the dataset row itself is untouched
+
+
+def test_sampler_choice():
+    assert pick_sampler(distinct_captions=256, batch_size=32) == "no_duplicates"
+    assert pick_sampler(distinct_captions=10, batch_size=32) == "batch_sampler"
+    assert pick_sampler(10, 32, "no_duplicates") == "no_duplicates"
+
+
+# -- the masked loss -------------------------------------------------------------------------------
+def _lse_minus(logits: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(torch.stack(logits), 0) - target
+
+
+def test_masked_loss_by_hand():
+    torch.manual_seed(0)
+    caps, imgs, extra = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4)
+    # Rows 0 and 1 share a caption (group 0); row 2 is group 1. Images 0, 1, 2.
+    relevance = Relevance({(0, 0), (0, 1), (1, 2)}, n_images=3)
+    labels = torch.tensor([[0, 0, 0, -1], [0, 1, 0, -1], [1, 2, 0, -1]])
+    scale = 10.0
+
+    def s(a, b):
+        return scale * torch.nn.functional.cosine_similarity(a, b, dim=0)
+
+    got = masked_row_losses(caps, imgs, None, labels, relevance, scale, symmetric=False)
+    # Row 0: image 1 has the same caption, so it is not a negative.
+    assert got[0] == pytest.approx(
+        float(_lse_minus([s(caps[0], imgs[0]), s(caps[0], imgs[2])], s(caps[0], imgs[0]))), 1e-5
+    )
+    assert got[1] == pytest.approx(
+        float(_lse_minus([s(caps[1], imgs[1]), s(caps[1], imgs[2])], s(caps[1], imgs[1]))), 1e-5
+    )
+    all_three = [s(caps[2], imgs[j]) for j in range(3)]
+    assert got[2] == pytest.approx(float(_lse_minus(all_three, all_three[2])), 1e-5)
+
+    # An image negative on row 2 only (rows 0 and 1 carry none) adds one candidate for row 2.
+    labels_neg = torch.tensor([[0, 0, 0, -1], [0, 1, 0, -1], [1, 2, EXTRA_IMAGE, 0]])
+    got = masked_row_losses(caps, imgs, extra, labels_neg, relevance, scale, symmetric=False)
+    assert got[2] == pytest.approx(
+        float(_lse_minus(all_three + [s(caps[2], extra[2])], all_three[2])), 1e-5
+    )
+    # For rows 0/1 the extra image (image id 0, same caption group) is masked as well.
+    assert got[0] == pytest.approx(
+        float(_lse_minus([s(caps[0], imgs[0]), s(caps[0], imgs[2])], s(caps[0], imgs[0]))), 1e-5
+    )
+
+    # Symmetric: image 0 against captions; caption 1 is the same text, so it is masked.
+    got = masked_row_losses(caps, imgs, None, labels, relevance, scale, symmetric=True)
+    t2i0 = _lse_minus([s(caps[0], imgs[0]), s(caps[0], imgs[2])], s(caps[0], imgs[0]))
+    i2t0 = _lse_minus([s(imgs[0], caps[0]), s(imgs[0], caps[2])], s(imgs[0], caps[0]))
+    assert got[0] == pytest.approx(float((t2i0 + i2t0) / 2), 1e-5)
+
+
+# -- the callback ----------------------------------------------------------------------------------
+def test_callback_publishes_progress_and_stops():
+    from transformers import TrainerControl, TrainerState
+
+    board, events, stop = ProgressBoard(), [], threading.Event()
+    callback = ProgressCallback(
+        board, stop, max_seconds=3600, samples_per_step=8, log_event=lambda **e: events.append(e)
+    )
+    state, control = TrainerState(), TrainerControl()
+    state.max_steps = 10
+    callback.on_train_begin(None, state, control)
+    state.global_step, state.epoch = 3, 0.3
+    callback.on_step_end(None, state, control)
+    callback.on_log(None, state, control, logs={"loss": 2.5, "learning_rate": 1e-3})
+    snap = board.snapshot()
+    assert snap["phase"] == "training" and snap["step"] == 3 and snap["total_steps"] == 10
+    assert snap["loss"] == 2.5 and snap["learning_rate"] == 1e-3 and snap["epoch"] == 0.3
+    assert snap["samples_per_s"] > 0 and snap["eta_s"] >= 0
+    assert snap["loss_history"] == [{"step": 3, "epoch": 0.3, "loss": 2.5, "learning_rate": 1e-3}]
+    assert events[-1]["event"] == "log" and events[-1]["loss"] == 2.5
+    assert not control.should_training_stop
+
+    stop.set()
+    state.global_step = 4
+    callback.on_step_end(None, state, control)
+    assert control.should_training_stop and callback.stop_reason == "cancelled"
+
+    budget = ProgressCallback(ProgressBoard(), None, max_seconds=0.0, samples_per_step=8)
+    control = TrainerControl()
+    budget.on_train_begin(None, state, control)
+    budget.on_step_end(None, state, control)
+    assert control.should_training_stop and budget.stop_reason == "time budget"
+
+
+# -- errors before a run exists --------------------------------------------------------------------
+def test_clear_errors_for_unusable_collections(store, settings, tiny_path):
+    with pytest.raises(TrainingError, match="No collection named"):
+        run_training(store, settings, "missing", base_model=tiny_path)
+    empty = store.create_collection("empty")
+    with pytest.raises(TrainingError, match="0 usable training pair"):
+        run_training(store, settings, "empty", base_model=tiny_path)
+    _add(store, settings, empty.id, make_image_bytes((1, 2, 3)), "one pair")
+    with pytest.raises(TrainingError, match="1 usable training pair.*at least 2"):
+        run_training(store, settings, "empty", base_model=tiny_path)
+    _add(store, settings, empty.id, make_image_bytes((9, 2, 3)), "two pairs")
+    with pytest.raises(TrainingError, match="eval split .* is empty"):
+        run_training(store, settings, "empty", base_model=tiny_path)
+    with pytest.raises(TrainingError, match="Unknown loss"):
+        run_training(store, settings, "empty", TrainConfig(loss="triplet"), base_model=tiny_path)
+    assert store.list_runs() == []
+
+
+def test_a_text_only_model_fails_the_run_with_a_message(store, settings, tiny_path, tmp_path):
+    _demo(store, settings, 10)
+    text_only = tmp_path / "text-only"
+    shutil.copytree(tiny_path, text_only)
+    (text_only / "sentence_bert_config.json").unlink()  # loads text-only, silently
+    result = run_training(
+        store,
+        settings,
+        "shapes",
+        TrainConfig(epochs=1),
+        run_name="no-images",
+        base_model=str(text_only),
+    )
+    assert result.status == "failed" and "does not accept images" in result.message
+    run = store.get_run("no-images")
+    assert run.status == "failed" and "does not accept images" in run.message
+    events = [json.loads(line) for line in (result.path / "log.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "end" and events[-1]["status"] == "failed"
+
+
+# -- real finetunes ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_finetune_beats_the_base_model_and_writes_the_run(store, settings, tiny_path):
+    collection_id = _demo(store, settings, 160)
+    pairs = store.list_pairs(collection_id, split="train")
+    # Hard negatives: a colour-swapped caption and another scene's image; one also-positive.
+    from mmdemo.demo_data import swap_attributes
+
+    for pair in pairs[:12]:
+        swapped = swap_attributes(pair.caption)
+        if swapped:
+            store.add_label(pair.id, "negative", negative_caption=swapped)
+    for a, b in zip(pairs[12:24], pairs[24:36], strict=True):
+        store.add_label(a.id, "negative", negative_sha256=b.image_sha256)
+    store.add_label(pairs[40].id, "also-positive", negative_sha256=pairs[41].image_sha256)
+
+    board = ProgressBoard()
+    config = TrainConfig(epochs=20, batch_size=32, loss="symmetric", max_minutes=30)
+    result = run_training(
+        store,
+        settings,
+        "shapes",
+        config,
+        run_name="quality",
+        base_model=tiny_path,
+        status_sink=board,
+    )
+    assert result.status == "finished", result.message
+    base, tuned = result.metrics["base"]["t2i"], result.metrics["finetuned"]["t2i"]
+    print("base", base, "finetuned", tuned)
+    assert tuned["mrr@10"] >= base["mrr@10"] + 0.2
+    assert tuned["recall@5"] >= base["recall@5"] + 0.2
+    assert result.metrics["finetuned"]["i2t"]["mrr@10"] > result.metrics["base"]["i2t"]["mrr@10"]
+
+    folder = settings.runs_dir / "quality"
+    assert result.path == folder
+    config_json = json.loads((folder / "config.json").read_text())
+    assert config_json["config"]["loss"] == "symmetric"
+    assert config_json["data"]["rows"]["image_negatives"] == 12
+    assert config_json["data"]["rows"]["caption_negatives"] >= 10
+    assert json.loads((folder / "metrics.json").read_text()) == result.metrics
+    events = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    assert {"phase", "log", "metrics", "end"} <= {e["event"] for e in events}
+    assert (folder / MODEL_DIRNAME / "README.md").is_file()  # sentence-transformers' model card
+    run = store.get_run("quality")
+    assert run.status == "finished" and json.loads(run.metrics_json) == result.metrics
+
+    snap = board.snapshot()
+    assert snap["phase"] == "finished" and snap["step"] == result.steps == snap["total_steps"]
+    assert len(snap["loss_history"]) >= 10
+    assert snap["loss_history"][-1]["loss"] < snap["loss_history"][0]["loss"]
+
+    from mmdemo.evaluation import evaluate_model
+    from mmdemo.models import load_model
+
+    reloaded = load_model(str(folder / MODEL_DIRNAME), fresh=True)  # checks it embeds images
+    again = evaluate_model(reloaded, store, settings, collection_id)
+    assert again["t2i"]["mrr@10"] == pytest.approx(tuned["mrr@10"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_cached_matryoshka_and_time_budget(store, settings, tiny_path):
+    _demo(store, settings, 40)
+    config = TrainConfig(
+        epochs=50,
+        batch_size=16,
+        loss="cached",
+        mini_batch_size=4,
+        matryoshka_dims=(64, 32),
+        max_minutes=1e-6,
+    )
+    result = run_training(
+        store, settings, "shapes", config, run_name="budget", base_model=tiny_path
+    )
+    assert result.status == "finished" and result.stop_reason == "time budget"
+    assert result.steps == 1  # stopped at the first step's end
+    assert "stopped by the time budget" in result.message
+    assert result.metrics["finetuned"]["t2i"]["queries"] == 8
+    assert store.get_run("budget").status == "finished"
+
+
+@pytest.mark.slow
+def test_job_manager_runs_cancels_and_refuses_a_second_finetune(store, settings, tiny_path):
+    _demo(store, settings, 40)
+    manager = JobManager(store)
+    config = TrainConfig(epochs=200, batch_size=8, max_minutes=30)
+    job_id = manager.start(TrainingJob(store, settings, "shapes", config, "cancel-me", tiny_path))
+    deadline = time.monotonic() + WAIT
+    while (manager.status(job_id).progress.get("step") or 0) < 2:
+        assert time.monotonic() < deadline and manager.status(job_id).running
+        time.sleep(0.05)
+    with pytest.raises(JobBusy):
+        manager.start(TrainingJob(store, settings, "shapes", config, "second", tiny_path))
+    assert store.get_run("cancel-me").status == "running"
+    assert manager.cancel()
+    snap = manager.wait(job_id, WAIT)
+    assert snap.state == "cancelled" and "Cancelled after" in snap.message
+    assert snap.result.steps < 200 * 4
+    run = store.get_run("cancel-me")
+    assert run.status == "cancelled" and run.finished_at is not None
+    assert (Path(run.path) / MODEL_DIRNAME / "model.safetensors").is_file()  # kept
+    metrics = json.loads((Path(run.path) / "metrics.json").read_text())
+    assert metrics["base"]["t2i"]["queries"] == 8 and metrics["finetuned"] is None
+    with pytest.raises(Exception, match="second"):
+        store.get_run("second")
