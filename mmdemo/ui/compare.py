@@ -21,7 +21,7 @@ from mmdemo.ui.compare_handlers import (
     CompareState,
     CompareView,
 )
-from mmdemo.ui.results import author_of, is_skip
+from mmdemo.ui.results import is_skip
 
 
 def as_outputs(view: CompareView) -> tuple:
@@ -252,22 +252,26 @@ def build_compare(services: Services, shared: Shared) -> None:
     gallery_a.select(on_select_a, [state], outputs)
     gallery_b.select(on_select_b, [state], outputs)
 
-    # Labels are saved with their author: the Hugging Face user on a Space with OAuth.
+    # Every label write gets the Space login (Gradio fills an argument typed
+    # `gr.OAuthProfile | None`; None off a Space): required there, and saved as the author.
     def on_negative(st: CompareState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.mark(services, st, "negative", author_of(profile)))
+        return as_outputs(h.mark(services, st, "negative", profile=profile))
 
     def on_also(st: CompareState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.mark(services, st, "also-positive", author_of(profile)))
+        return as_outputs(h.mark(services, st, "also-positive", profile=profile))
 
     def on_caption_negative(st: CompareState, text: str, profile: gr.OAuthProfile | None):
-        return as_outputs(h.add_negative_caption(services, st, text, author_of(profile)))
+        return as_outputs(h.add_negative_caption(services, st, text, profile=profile))
+
+    def on_undo(st: CompareState, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(h.undo(services, st, profile))
 
     negative_btn.click(on_negative, [state], outputs, concurrency_id="labels")
     also_btn.click(on_also, [state], outputs, concurrency_id="labels")
     caption_btn.click(
         on_caption_negative, [state, negative_caption], outputs, concurrency_id="labels"
     )
-    undo_btn.click(wire(h.undo), [state], outputs, concurrency_id="labels")
+    undo_btn.click(on_undo, [state], outputs, concurrency_id="labels")
 
     def on_follow(st, k_, progress=gr.Progress()) -> tuple:  # noqa: ANN001
         return as_outputs(h.search_selected(services, st, k_, progress))

@@ -38,8 +38,10 @@ from mmdemo.retrieval import Hit, ImageQuery, search_collection
 from mmdemo.services import Services
 from mmdemo.store import Collection, StoreError
 from mmdemo.ui.common import default_collection, warn
+from mmdemo.ui.identity import LoginRequired, require_login
 from mmdemo.ui.results import (
     FAILURES,
+    LOCAL_AUTHOR,
     TABLE_COLUMNS,
     hit_caption,
     image_progress,
@@ -671,8 +673,31 @@ def select_hit(services: Services, state: CompareState, side: str, index: int) -
     return _labels_view(services, state)
 
 
-def mark(services: Services, state: CompareState, kind: str, author: str) -> CompareView:
-    """Label the selected result *hard negative* or *also correct* for the query's caption."""
+def _author(services: Services, profile: Any, author: str | None) -> str:
+    """Who a label is saved by: the logged-in user (required on a Space), else ``author``,
+    else ``"local"``. Raises :class:`~mmdemo.ui.identity.LoginRequired` on a Space without one."""
+    return require_login(profile, services.settings) or author or LOCAL_AUTHOR
+
+
+def _refused(state: CompareState, exc: LoginRequired) -> CompareView:
+    """A write refused for want of a login: a toast and the message line, nothing else changes."""
+    return view(state, message=warn(exc.message))
+
+
+def mark(
+    services: Services,
+    state: CompareState,
+    kind: str,
+    author: str | None = None,
+    profile: Any = None,
+) -> CompareView:
+    """Label the selected result *hard negative* or *also correct* for the query's caption.
+
+    The author is the logged-in user (on a Space one is required), else ``author``."""
+    try:
+        author = _author(services, profile, author)
+    except LoginRequired as exc:
+        return _refused(state, exc)
     hit = _selected_hit(state)
     if hit is None:
         return view(state, message=warn("Click a result first."))
@@ -687,9 +712,17 @@ def mark(services: Services, state: CompareState, kind: str, author: str) -> Com
 
 
 def add_negative_caption(
-    services: Services, state: CompareState, caption: str | None, author: str
+    services: Services,
+    state: CompareState,
+    caption: str | None,
+    author: str | None = None,
+    profile: Any = None,
 ) -> CompareView:
     """Save a hard-negative caption for the query's pair (e.g. its attributes swapped)."""
+    try:
+        author = _author(services, profile, author)
+    except LoginRequired as exc:
+        return _refused(state, exc)
     if state.anchor is None:
         return view(state, message=warn(_selection_text(services, state)))
     if not (caption or "").strip():
@@ -708,8 +741,12 @@ def add_negative_caption(
     )
 
 
-def undo(services: Services, state: CompareState) -> CompareView:
-    """Take back the last label change."""
+def undo(services: Services, state: CompareState, profile: Any = None) -> CompareView:
+    """Take back the last label change (on a Space: logged-in users only)."""
+    try:
+        require_login(profile, services.settings)
+    except LoginRequired as exc:
+        return _refused(state, exc)
     edit = state.last_edit
     if edit is None:
         return view(state, message=warn("Nothing to undo."))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from mmdemo.hub import on_space
 from mmdemo.services import Services
 from mmdemo.store import SPLITS
 from mmdemo.ui.common import Shared, collection_names
@@ -96,8 +97,10 @@ def build_curate(services: Services, shared: Shared) -> None:
                 )
             with gr.Column():
                 source = gr.Textbox(
-                    label="…or a Hub dataset id or a path on the server",
-                    placeholder="owner/dataset  or  /data/pairs.csv",
+                    label="…or a Hub dataset id"
+                    + ("" if on_space(services.settings) else " or a path on the server"),
+                    placeholder="owner/dataset"
+                    + ("" if on_space(services.settings) else "  or  /data/pairs.csv"),
                 )
                 with gr.Row():
                     caption_col = gr.Textbox(label="Caption column", placeholder="auto")
@@ -187,13 +190,27 @@ def build_curate(services: Services, shared: Shared) -> None:
     def bind(handler):  # noqa: ANN001, ANN202 - handler(services, state, *values)
         return lambda *values: as_outputs(handler(services, *values))
 
+    # Handlers that write get the Space login: Gradio fills an argument typed
+    # `gr.OAuthProfile | None` itself (None off a Space); it is not an event input.
+    def on_create(st: CurateState, text: str, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(create_collection(services, st, text, profile))
+
+    def on_rename(st: CurateState, text: str, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(rename_collection(services, st, text, profile))
+
+    def on_ask_delete(st: CurateState, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(ask_delete_collection(services, st, profile))
+
+    def on_confirm_delete(st: CurateState, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(confirm_delete_collection(services, st, profile))
+
     shared.demo.load(bind(on_load), [state, shared.collection], view)
     picker.input(bind(switch_collection), [state, picker], view)
-    create_btn.click(bind(create_collection), [state, name_box], view)
-    rename_btn.click(bind(rename_collection), [state, name_box], view)
-    delete_btn.click(bind(ask_delete_collection), [state], view)
+    create_btn.click(on_create, [state, name_box], view)
+    rename_btn.click(on_rename, [state, name_box], view)
+    delete_btn.click(on_ask_delete, [state], view)
     cancel_btn.click(bind(cancel_delete_collection), [state], view)
-    confirm_btn.click(bind(confirm_delete_collection), [state], view)
+    confirm_btn.click(on_confirm_delete, [state], view)
 
     # No handler ever sets the filters, so `.change` means "the person edited them" (typing,
     # pasting or autofill alike; `.input` misses some of those).
@@ -213,12 +230,23 @@ def build_curate(services: Services, shared: Shared) -> None:
         return as_outputs(open_pair(services, st, int(evt.index)))
 
     gallery.select(on_select, [state], view)
-    save_btn.click(bind(save_pair), [state, caption, split], view)
-    split.input(
-        lambda st, value: as_outputs(save_pair(services, st, None, value)), [state, split], view
-    )
-    delete_pair_btn.click(bind(delete_pair), [state], view)
-    undo_btn.click(bind(undo_delete), [state], view)
+
+    def on_save(st: CurateState, text: str, value: str, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(save_pair(services, st, text, value, profile))
+
+    def on_split(st: CurateState, value: str, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(save_pair(services, st, None, value, profile))
+
+    def on_delete_pair(st: CurateState, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(delete_pair(services, st, profile))
+
+    def on_undo(st: CurateState, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(undo_delete(services, st, profile))
+
+    save_btn.click(on_save, [state, caption, split], view)
+    split.input(on_split, [state, split], view)
+    delete_pair_btn.click(on_delete_pair, [state], view)
+    undo_btn.click(on_undo, [state], view)
 
     def on_import(
         st: CurateState,
@@ -228,6 +256,7 @@ def build_curate(services: Services, shared: Shared) -> None:
         caption_column: str,
         image_column: str,
         split_choice: str,
+        profile: gr.OAuthProfile | None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple:
         outcome = import_files(
@@ -240,6 +269,7 @@ def build_curate(services: Services, shared: Shared) -> None:
             image_column,
             split_choice,
             progress=progress,
+            profile=profile,
         )
         table = gr.update(value=outcome.rejected, visible=not outcome.rejected.empty)
         return (outcome.summary, table, *as_outputs(outcome.view))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,17 +19,21 @@ from typing import Any, NamedTuple
 import gradio as gr
 import pandas as pd
 
+from mmdemo.hub import on_space
 from mmdemo.images import image_path, thumb_path
 from mmdemo.importers import IMAGE_EXTENSIONS, ImportFailed, import_source, import_uploads
 from mmdemo.ingest import ImportReport
 from mmdemo.services import Services
 from mmdemo.store import SPLITS, Collection, Pair, StoreError
 from mmdemo.ui.common import collection_names, default_collection, progress_callback, warn
+from mmdemo.ui.identity import LoginRequired, require_login
 
 PAGE_SIZE = 48
 ALL_SPLITS = "all"
 SPLIT_FROM_DATA = "as in the data"
 REJECTED_COLUMNS = ["Item", "Reason"]
+SPACE_SOURCES = "On a Space only uploads and Hub dataset ids can be imported"
+_HUB_DATASET = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 @dataclass(frozen=True)
@@ -236,6 +241,11 @@ def _fail(services: Services, state: CurateState, exc: Exception, **kw: Any) -> 
     return render(services, state, warn(str(exc)), **kw)
 
 
+def _refuse(services: Services, state: CurateState, exc: LoginRequired) -> CurateView:
+    """The view after a write refused for want of a login: the store and the editor untouched."""
+    return render(services, state, warn(exc.message), editor=False)
+
+
 # -- collections ---------------------------------------------------------------------------------
 def on_load(services: Services, state: CurateState, remembered: str | None) -> CurateView:
     """Page load: reopen the collection this browser last used, and show the store as it is now
@@ -254,7 +264,14 @@ def switch_collection(services: Services, state: CurateState, name: str | None) 
     return render(services, state)
 
 
-def create_collection(services: Services, state: CurateState, name: str) -> CurateView:
+def create_collection(
+    services: Services, state: CurateState, name: str, profile: Any = None
+) -> CurateView:
+    """Create a collection and open it (on a Space: logged-in users only)."""
+    try:
+        require_login(profile, services.settings)
+    except LoginRequired as exc:
+        return _refuse(services, dataclasses.replace(state, pending_delete=None), exc)
     try:
         created = services.store.create_collection(name)
     except StoreError as exc:
@@ -265,8 +282,14 @@ def create_collection(services: Services, state: CurateState, name: str) -> Cura
     )
 
 
-def rename_collection(services: Services, state: CurateState, new_name: str) -> CurateView:
+def rename_collection(
+    services: Services, state: CurateState, new_name: str, profile: Any = None
+) -> CurateView:
     state = dataclasses.replace(state, pending_delete=None)
+    try:
+        require_login(profile, services.settings)
+    except LoginRequired as exc:
+        return _refuse(services, state, exc)
     if state.collection is None:
         return render(services, state, warn("There is no collection to rename."), editor=False)
     try:
@@ -277,8 +300,14 @@ def rename_collection(services: Services, state: CurateState, new_name: str) -> 
     return render(services, state, f"Renamed to “{renamed.name}”.", editor=False)
 
 
-def ask_delete_collection(services: Services, state: CurateState) -> CurateView:
+def ask_delete_collection(
+    services: Services, state: CurateState, profile: Any = None
+) -> CurateView:
     """First step of deleting a collection: show the confirm button."""
+    try:
+        require_login(profile, services.settings)
+    except LoginRequired as exc:
+        return _refuse(services, dataclasses.replace(state, pending_delete=None), exc)
     if state.collection is None:
         return render(services, state, warn("There is no collection to delete."), editor=False)
     return render(
@@ -290,10 +319,16 @@ def cancel_delete_collection(services: Services, state: CurateState) -> CurateVi
     return render(services, dataclasses.replace(state, pending_delete=None), editor=False)
 
 
-def confirm_delete_collection(services: Services, state: CurateState) -> CurateView:
+def confirm_delete_collection(
+    services: Services, state: CurateState, profile: Any = None
+) -> CurateView:
     """Second step: delete the collection named when the first step was taken."""
     name = state.pending_delete
     state = dataclasses.replace(state, pending_delete=None)
+    try:
+        require_login(profile, services.settings)
+    except LoginRequired as exc:
+        return _refuse(services, state, exc)
     if name is None:
         return render(services, state, editor=False)
     try:
@@ -332,10 +367,18 @@ def open_pair(services: Services, state: CurateState, index: int) -> CurateView:
 
 # -- the pair editor -----------------------------------------------------------------------------
 def save_pair(
-    services: Services, state: CurateState, caption: str | None, split: str | None
+    services: Services,
+    state: CurateState,
+    caption: str | None,
+    split: str | None,
+    profile: Any = None,
 ) -> CurateView:
     """Write the caption and/or split of the selected pair (``None`` leaves a field as is)."""
     state = dataclasses.replace(state, pending_delete=None)
+    try:
+        require_login(profile, services.settings)
+    except LoginRequired as exc:
+        return _refuse(services, state, exc)
     if state.selected is None:
         return render(services, state, warn("Select a pair first."))
     try:
@@ -345,8 +388,12 @@ def save_pair(
     return render(services, state, f"Saved pair {pair.id}.")
 
 
-def delete_pair(services: Services, state: CurateState) -> CurateView:
+def delete_pair(services: Services, state: CurateState, profile: Any = None) -> CurateView:
     state = dataclasses.replace(state, pending_delete=None)
+    try:
+        require_login(profile, services.settings)
+    except LoginRequired as exc:
+        return _refuse(services, state, exc)
     if state.selected is None:
         return render(services, state, warn("Select a pair first."))
     try:
@@ -357,8 +404,12 @@ def delete_pair(services: Services, state: CurateState) -> CurateView:
     return render(services, state, f"Deleted pair {pair.id} (“{pair.caption[:60]}”).")
 
 
-def undo_delete(services: Services, state: CurateState) -> CurateView:
+def undo_delete(services: Services, state: CurateState, profile: Any = None) -> CurateView:
     state = dataclasses.replace(state, pending_delete=None)
+    try:
+        require_login(profile, services.settings)
+    except LoginRequired as exc:
+        return _refuse(services, state, exc)
     if state.last_deleted is None:
         return render(services, state, warn("Nothing to undo."))
     try:
@@ -382,6 +433,34 @@ def _rejected_frame(reports: list[ImportReport], failures: list[tuple[str, str]]
     return pd.DataFrame(rows, columns=REJECTED_COLUMNS)
 
 
+def hub_dataset_id(text: str) -> str | None:
+    """``owner/name`` when ``text`` is a Hub dataset id (``hf://`` or ``datasets/`` may lead).
+
+    ``None`` for anything else, and for an id that also names a path on the server: the
+    ``datasets`` library would open that folder instead of the Hub repo.
+    """
+    name = text.strip().removeprefix("hf://").removeprefix("datasets/")
+    if not _HUB_DATASET.fullmatch(name) or {".", ".."} & set(name.split("/")):
+        return None
+    return None if Path(name).exists() else name
+
+
+def _space_source(services: Services, source: str | None) -> str | None:
+    """The typed source to import: on a Space only a Hub dataset id, never a server path.
+
+    Raises ``ValueError`` with the message to show for anything else on a Space.
+    """
+    spec = (source or "").strip()
+    if not spec or not on_space(services.settings):
+        return spec or None
+    dataset = hub_dataset_id(spec)
+    if dataset is None:
+        shown = spec if len(spec) <= 80 else spec[:79] + "…"
+        why = "names a path on the server" if Path(spec).exists() else "is not one (owner/name)"
+        raise ValueError(f"{SPACE_SOURCES}: “{shown}” {why}.")
+    return f"hf://{dataset}"  # the prefix keeps import_source off local paths of that name
+
+
 def import_files(
     services: Services,
     state: CurateState,
@@ -392,15 +471,25 @@ def import_files(
     image_column: str | None,
     split: str | None,
     progress: Any = None,
+    profile: Any = None,
 ) -> ImportOutcome:
     """Import uploaded files and/or a dataset id or server path into the current collection.
 
     Uploaded images take their captions from ``captions``; other uploads (zip, CSV, JSONL,
     Parquet) and ``source`` go through :func:`mmdemo.importers.import_source`. A source that
-    fails as a whole is one row of the rejected table; the others still import.
+    fails as a whole is one row of the rejected table; the others still import. On a Space the
+    visitor must be logged in (their name is the pairs' author) and ``source`` may only be a
+    Hub dataset id: the server's own files are not theirs to import.
     """
     state = dataclasses.replace(state, pending_delete=None)
     empty = _rejected_frame([], [])
+    typed = (source or "").strip()
+    try:
+        author = require_login(profile, services.settings)
+        spec = _space_source(services, typed)
+    except (LoginRequired, ValueError) as exc:
+        message = exc.message if isinstance(exc, LoginRequired) else str(exc)
+        return ImportOutcome(warn(message), empty, render(services, state, editor=False))
     # Never fall back to another collection here: the import would land somewhere unexpected.
     collection = services.store.find_collection(state.collection) if state.collection else None
     if collection is None:
@@ -412,8 +501,8 @@ def import_files(
     paths = [Path(f) for f in files or []]
     images = [p for p in paths if p.suffix.lower() in IMAGE_EXTENSIONS]
     sources: list[tuple[str, str]] = [(p.name, str(p)) for p in paths if p not in images]
-    if source and source.strip():
-        sources.append((source.strip(), source.strip()))
+    if spec:
+        sources.append((typed, spec))
     if not images and not sources:
         message = warn("Choose files to upload, or enter a dataset id or a server path.")
         return ImportOutcome(message, empty, render(services, state, editor=False))
@@ -434,6 +523,7 @@ def import_files(
                     caption_column=(caption_column or "").strip() or None,
                     image_column=(image_column or "").strip() or None,
                     split=assign,
+                    author=author,
                     progress=report_progress,
                 )
             )
@@ -449,6 +539,7 @@ def import_files(
                     [(p.name, p) for p in images],
                     _caption_values(captions),
                     split=assign or "train",
+                    author=author,
                     progress=report_progress,
                 )
             )

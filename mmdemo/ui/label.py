@@ -19,7 +19,7 @@ from mmdemo.services import Services
 from mmdemo.ui import label_handlers as h
 from mmdemo.ui.common import Shared
 from mmdemo.ui.label_handlers import DEFAULT_K, MAX_K, SPLIT_CHOICES, LabelState, LabelView
-from mmdemo.ui.results import author_of, is_skip
+from mmdemo.ui.results import is_skip
 
 KEYS = {
     "n": "mm-label-negative",
@@ -207,17 +207,25 @@ def build_label(services: Services, shared: Shared) -> None:
 
     candidates.select(on_select, [state], outputs)
 
+    # Every label write gets the Space login (Gradio fills an argument typed
+    # `gr.OAuthProfile | None`; None off a Space): required there, and saved as the author.
     def on_negative(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.mark(services, st, "negative", author_of(profile)))
+        return as_outputs(h.mark(services, st, "negative", profile=profile))
 
     def on_also(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.mark(services, st, "also-positive", author_of(profile)))
+        return as_outputs(h.mark(services, st, "also-positive", profile=profile))
+
+    def on_clear(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(h.clear(services, st, profile))
 
     def on_caption(st: LabelState, text: str, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.add_negative_caption(services, st, text, author_of(profile)))
+        return as_outputs(h.add_negative_caption(services, st, text, profile=profile))
+
+    def on_undo(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(h.undo(services, st, profile=profile))
 
     negative_btn.click(on_negative, [state], outputs, concurrency_id="label")
     also_btn.click(on_also, [state], outputs, concurrency_id="label")
-    clear_btn.click(wire(h.clear), [state], outputs, concurrency_id="label")
+    clear_btn.click(on_clear, [state], outputs, concurrency_id="label")
     caption_btn.click(on_caption, [state, negative_caption], outputs, concurrency_id="label")
-    undo_btn.click(wire(h.undo), [state], outputs, concurrency_id="label")
+    undo_btn.click(on_undo, [state], outputs, concurrency_id="label")

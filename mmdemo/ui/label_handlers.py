@@ -38,8 +38,10 @@ from mmdemo.negatives import (
 from mmdemo.services import Services
 from mmdemo.store import Collection, Pair, StoreError
 from mmdemo.ui.common import default_collection, warn
+from mmdemo.ui.identity import LoginRequired, require_login
 from mmdemo.ui.results import (
     FAILURES,
+    LOCAL_AUTHOR,
     candidate_caption,
     image_progress,
     is_skip,
@@ -401,9 +403,32 @@ def _after_edit(
     return view_
 
 
-def mark(services: Services, state: LabelState, kind: str, author: str) -> LabelView:
+def label_author(services: Services, profile: Any, author: str | None = None) -> str:
+    """Who a label is saved by: the logged-in user (required on a Space), else ``author``,
+    else ``"local"``. Raises :class:`~mmdemo.ui.identity.LoginRequired` on a Space without one."""
+    return require_login(profile, services.settings) or author or LOCAL_AUTHOR
+
+
+def _refused(state: LabelState, exc: LoginRequired) -> LabelView:
+    """A write refused for want of a login: a toast and the message line, nothing else changes."""
+    return view(state, message=warn(exc.message))
+
+
+def mark(
+    services: Services,
+    state: LabelState,
+    kind: str,
+    author: str | None = None,
+    profile: Any = None,
+) -> LabelView:
     """Label the selected candidate *hard negative* (``"negative"``) or *also correct*
-    (``"also-positive"``) for the pair's caption; the selection moves to the next one."""
+    (``"also-positive"``) for the pair's caption; the selection moves to the next one.
+
+    The author is the logged-in user (on a Space one is required), else ``author``."""
+    try:
+        author = label_author(services, profile, author)
+    except LoginRequired as exc:
+        return _refused(state, exc)
     if state.pair_id is None:
         return view(state, message=warn("There is no pair to label."))
     if state.selected is None or not 0 <= state.selected < len(state.candidates):
@@ -418,8 +443,12 @@ def mark(services: Services, state: LabelState, kind: str, author: str) -> Label
     return _after_edit(services, state, edit, author, advance=True)
 
 
-def clear(services: Services, state: LabelState) -> LabelView:
-    """Remove the selected candidate's label."""
+def clear(services: Services, state: LabelState, profile: Any = None) -> LabelView:
+    """Remove the selected candidate's label (on a Space: logged-in users only)."""
+    try:
+        require_login(profile, services.settings)
+    except LoginRequired as exc:
+        return _refused(state, exc)
     if state.selected is None or not 0 <= state.selected < len(state.candidates):
         return view(state, message=warn("Select a candidate first."))
     candidate = state.candidates[state.selected]
@@ -433,9 +462,17 @@ def clear(services: Services, state: LabelState) -> LabelView:
 
 
 def add_negative_caption(
-    services: Services, state: LabelState, caption: str | None, author: str
+    services: Services,
+    state: LabelState,
+    caption: str | None,
+    author: str | None = None,
+    profile: Any = None,
 ) -> LabelView:
     """Save a hard-negative caption for the pair's image (e.g. its attributes swapped)."""
+    try:
+        author = label_author(services, profile, author)
+    except LoginRequired as exc:
+        return _refused(state, exc)
     if state.pair_id is None:
         return view(state, message=warn("There is no pair to label."))
     if not (caption or "").strip():
@@ -447,8 +484,14 @@ def add_negative_caption(
     return _after_edit(services, state, edit, author, advance=False)
 
 
-def undo(services: Services, state: LabelState, progress: Any = None) -> LabelView:
+def undo(
+    services: Services, state: LabelState, progress: Any = None, profile: Any = None
+) -> LabelView:
     """Take back the last label change (it may be on an earlier pair)."""
+    try:
+        require_login(profile, services.settings)
+    except LoginRequired as exc:
+        return _refused(state, exc)
     edit = state.last_edit
     if edit is None:
         return view(state, message=warn("Nothing to undo."))
