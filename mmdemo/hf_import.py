@@ -260,10 +260,19 @@ def _rows(ds: _AnyDataset) -> Iterator[dict]:
             yield {k: batch[k][i] for k in keys}
 
 
-def _read_path(path: str, local_root: Path | None, max_bytes: int) -> bytes:
-    """Bytes of an image a row names by path. Raises ``ValueError`` with the reason."""
+_REMOTE_SCHEMES = ("hf://", "https://", "http://")
+
+
+def _read_path(
+    path: str, local_root: Path | None, max_bytes: int, allow_absolute: bool = True
+) -> bytes:
+    """Bytes of an image a row names by path. Raises ``ValueError`` with the reason.
+
+    ``allow_absolute=False`` (on a shared Space) keeps even a local dataset inside its folder.
+    """
     if local_root is None:
-        if "://" not in path:  # a remote dataset must not make us read local files
+        # A remote dataset must not make us read local files (no plain paths, no file://).
+        if not path.lower().startswith(_REMOTE_SCHEMES):
             raise ValueError(f"image file not found: {path}")
         from datasets.utils.file_utils import xopen  # a file inside a remote repository
 
@@ -272,8 +281,11 @@ def _read_path(path: str, local_root: Path | None, max_bytes: int) -> bytes:
     else:
         # Absolute paths (save_to_disk keeps them) are the user's own files; relative ones
         # must stay inside the dataset folder.
+        if "://" in path:
+            raise ValueError(f"image path is a URL, not a file in the dataset: {path}")
         target = (local_root / Path(path).expanduser()).resolve()
-        if not Path(path).is_absolute() and not target.is_relative_to(local_root.resolve()):
+        inside = target.is_relative_to(local_root.resolve())
+        if not inside and (not allow_absolute or not Path(path).is_absolute()):
             raise ValueError(f"image path leaves the dataset folder: {path}")
         if not target.is_file():
             raise ValueError(f"image file not found: {path}")
@@ -285,7 +297,9 @@ def _read_path(path: str, local_root: Path | None, max_bytes: int) -> bytes:
     return data
 
 
-def image_bytes(value: object, local_root: Path | None, max_bytes: int) -> tuple[bytes | None, str]:
+def image_bytes(
+    value: object, local_root: Path | None, max_bytes: int, allow_absolute: bool = True
+) -> tuple[bytes | None, str]:
     """Raw bytes of an image cell (``{"bytes", "path"}``, bytes, a path or a PIL image).
 
     Returns ``(bytes, "")`` or ``(None, reason)``.
@@ -302,7 +316,7 @@ def image_bytes(value: object, local_root: Path | None, max_bytes: int) -> tuple
         return buffer.getvalue(), ""
     if isinstance(value, str) and value:
         try:
-            return _read_path(value, local_root, max_bytes), ""
+            return _read_path(value, local_root, max_bytes, allow_absolute), ""
         except ValueError as exc:
             return None, str(exc)
         except OSError as exc:
@@ -342,7 +356,9 @@ def _ingest_rows(
     where = f"{run.label}[{name}]" if name else run.label
     for index, row in enumerate(_rows(ds)):
         item = f"{where}#{index}"
-        data, reason = image_bytes(row[image_col], local_root, run.max_bytes)
+        data, reason = image_bytes(
+            row[image_col], local_root, run.max_bytes, allow_absolute=not run.settings.space_id
+        )
         pair = None
         if data is None:
             run.report.reject(item, reason)

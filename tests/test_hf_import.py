@@ -300,3 +300,21 @@ def test_labels_do_not_attach_to_a_pair_with_another_caption(store, settings, tm
     reasons = [r.reason for r in report.rejected]
     assert reasons == ["the collection has this image with another caption"] * 2
     assert store2.labels_for_pair(store2.find_pair_by_image(coll.id, first.image_sha256).id) == []
+
+
+def test_paths_that_would_read_server_files_are_refused(tmp_path):
+    """A remote dataset never reads local files; on a Space a local one stays in its folder."""
+    from mmdemo.hf_import import image_bytes
+
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(make_image_bytes())
+    root = tmp_path / "dataset"
+    root.mkdir()
+    limit = 10_000_000
+    assert image_bytes(str(outside), None, limit)[0] is None
+    assert image_bytes(f"file://{outside}", None, limit)[0] is None
+    assert image_bytes(f"file://{outside}", root, limit)[0] is None
+    assert image_bytes("../secret.png", root, limit)[0] is None
+    assert image_bytes(str(outside), root, limit, allow_absolute=False)[0] is None
+    # Locally a save_to_disk dataset may name the user's own files by absolute path.
+    assert image_bytes(str(outside), root, limit)[0] == outside.read_bytes()
