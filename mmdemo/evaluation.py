@@ -237,10 +237,17 @@ def evaluate_model(
     batch_size: int = 32,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, float | int]]:
-    """Encode a split with ``model`` and return :func:`retrieval_metrics` on it."""
+    """Encode a split with ``model`` (in eval mode) and return :func:`retrieval_metrics`."""
     if progress is not None:
         progress(f"encoding the {split} split")
-    encoded = encode_split(model, store, settings, collection_id, split, batch_size)
+    was_training = bool(getattr(model, "training", False))
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        encoded = encode_split(model, store, settings, collection_id, split, batch_size)
+    finally:
+        if was_training:
+            model.train()
     return retrieval_metrics(
         encoded.text_emb, encoded.image_emb, encoded.captions, encoded.image_ids
     )

@@ -23,6 +23,10 @@ of the softmax. So batches can be as large as wanted on data whose captions repe
 ``BatchSamplers.NO_DUPLICATES`` would cap a batch at the number of distinct captions; that sampler
 is only picked (``sampler="auto"``) when captions are mostly distinct (≥ 4 × batch size), where it
 costs nothing and spreads duplicates over batches.
+
+Measured on class-like data (320 demo scenes captioned only by their two shapes: 6 captions; tiny
+model, batch 32, 80 / 240 steps, eval text→image recall@1): masking + default sampler 0.67 / 1.00;
+NO_DUPLICATES (batches of at most 6 rows) 0.33 / 0.67; no masking + default sampler 0.50 / 0.83.
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ from mmdemo.settings import Settings
 from mmdemo.store import Store
 
 EXTRA_NONE, EXTRA_IMAGE, EXTRA_CAPTION = 0, 1, 2
-DATASET_NAMES = ("pairs", "image_negatives", "caption_negatives")
 NO_DUPLICATES_FACTOR = 4
 """``sampler="auto"`` uses NO_DUPLICATES when distinct captions ≥ this × batch size."""
 
@@ -78,10 +81,6 @@ class TrainData:
             if cols is self.columns.get("image_negatives"):
                 paths.update(cols["negative"])
         return paths
-
-    @property
-    def rows(self) -> int:
-        return sum(len(cols["anchor"]) for cols in self.columns.values())
 
     def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
         """Optimizer steps in one epoch (every dataset's batches, shared across processes)."""

@@ -38,6 +38,7 @@ from mmdemo.store import Store, StoreError
 
 LOSSES = ("mnrl", "symmetric", "cached", "cached-symmetric")
 MODEL_DIRNAME = "model"
+_REASONS = (None, "time budget", "cancelled")  # in order of precedence when processes disagree
 
 
 class TrainingError(RuntimeError):
@@ -171,12 +172,15 @@ class ProgressCallback(TrainerCallback):
         self.log_event = log_event or (lambda **_: None)
         self.started: float | None = None
         self.stop_reason: str | None = None
+        self.current_lr: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
         self.started = time.monotonic()
         self.board.update(phase="training", step=0, total_steps=state.max_steps, epoch=0.0)
 
-    def _stop_wanted(self, elapsed: float, device: Any) -> str | None:
+    def _shared(self, elapsed: float, device: Any) -> tuple[float, str | None]:
+        """Elapsed time and stop reason, agreed by all processes (max) in a distributed run, so
+        that every replica uses the same learning rate and stops at the same step."""
         reason = None
         if self.stop_event is not None and self.stop_event.is_set():
             reason = "cancelled"
@@ -187,15 +191,26 @@ class ProgressCallback(TrainerCallback):
         if dist.is_available() and dist.is_initialized():
             import torch
 
-            code = torch.tensor(
-                [{None: 0, "time budget": 1, "cancelled": 2}[reason]], device=device
-            )
-            dist.all_reduce(code, op=dist.ReduceOp.MAX)
-            reason = {0: None, 1: "time budget", 2: "cancelled"}[int(code.item())]
-        return reason
+            shared = torch.tensor([_REASONS.index(reason), elapsed], device=device)
+            dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+            reason, elapsed = _REASONS[int(shared[0].item())], float(shared[1].item())
+        return elapsed, reason
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
-        elapsed = time.monotonic() - (self.started or time.monotonic())
+    def _anneal(self, optimizer: Any, state: Any, elapsed: float) -> None:
+        """When the time budget, not the step count, will end training, decay the learning rate
+        linearly with the budget's progress, so that a budgeted run still ends annealed."""
+        if optimizer is None or self.max_seconds is None:
+            return
+        time_left = max(0.0, 1.0 - elapsed / self.max_seconds) if self.max_seconds > 0 else 0.0
+        for group in optimizer.param_groups:
+            peak = group.get("initial_lr", group["lr"])
+            group["lr"] = min(group["lr"], peak * time_left)
+        self.current_lr = float(optimizer.param_groups[0]["lr"])
+
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):  # noqa: ANN001
+        local = time.monotonic() - (self.started or time.monotonic())
+        elapsed, reason = self._shared(local, getattr(args, "device", "cpu"))
+        self._anneal(optimizer, state, elapsed)
         per_step = elapsed / max(1, state.global_step)
         remaining = per_step * (state.max_steps - state.global_step)
         if self.max_seconds is not None:
@@ -207,8 +222,8 @@ class ProgressCallback(TrainerCallback):
             samples_per_s=round(self.samples_per_step * state.global_step / max(elapsed, 1e-9), 2),
             elapsed_s=round(elapsed, 1),
             eta_s=round(remaining, 1),
+            learning_rate=self.current_lr,
         )
-        reason = self._stop_wanted(elapsed, getattr(args, "device", "cpu"))
         if reason is not None and self.stop_reason is None:
             self.stop_reason = reason
             control.should_training_stop = True
@@ -223,9 +238,11 @@ class ProgressCallback(TrainerCallback):
                 "epoch": round(float(state.epoch or 0.0), 3),
                 "loss": float(logs["loss"]),
             }
-            if "learning_rate" in logs:
+            if self.current_lr is not None:
+                point["learning_rate"] = self.current_lr  # what the optimizer really used
+            elif "learning_rate" in logs:
                 point["learning_rate"] = float(logs["learning_rate"])
-            self.board.update(loss=point["loss"], learning_rate=point.get("learning_rate"))
+            self.board.update(loss=point["loss"])
             self.board.append("loss_history", point)
         self.log_event(event="log", step=state.global_step, **logs)
 
@@ -339,11 +356,16 @@ def run_training(
         "base_model": base_model,
         "precision": precision,
         "world_size": args.world_size,
-        "sampler": str(args.batch_sampler),
+        "sampler": getattr(args.batch_sampler, "value", str(args.batch_sampler)),
         "data": data.stats,
         "config": config.as_dict(),
     }
-    writer.create(found.id, base_model, record)
+    trainer_dir = Path(args.output_dir)
+    try:
+        writer.create(found.id, base_model, record)
+    except BaseException:
+        shutil.rmtree(trainer_dir, ignore_errors=True)
+        raise
     result = RunResult(name, writer.path, "running")
     board.update(run_name=name, run_path=str(writer.path), data=data.stats)
 
@@ -353,15 +375,15 @@ def run_training(
         if stop_event is not None and stop_event.is_set():
             raise _Cancelled()
 
-    trainer_dir = Path(args.output_dir)
+    metrics: dict[str, Any] = {"base": None, "finetuned": None}
+    result.metrics = metrics  # filled in as it goes: a failed run keeps what was measured
     try:
         writer.status("running")
         phase("loading", f"Loading {base_model}.")
         model = _load(base_model)
-        metrics: dict[str, Any] = {"base": None, "finetuned": None}
         if is_main:
             phase("evaluating base", "Measuring the base model on the eval split.")
-            metrics["base"] = _evaluate(model, store, settings, found.id, config)
+            metrics["base"] = _evaluate(model, store, settings, found.id, config.eval_batch_size)
             board.update(metrics=dict(metrics))
             writer.log(event="metrics", which="base", **metrics["base"])
             writer.write_json("metrics.json", metrics)
@@ -385,11 +407,12 @@ def run_training(
         else:
             if is_main:
                 phase("evaluating finetuned", "Measuring the finetuned model.")
-                metrics["finetuned"] = _evaluate(model, store, settings, found.id, config)
+                metrics["finetuned"] = _evaluate(
+                    model, store, settings, found.id, config.eval_batch_size
+                )
                 writer.log(event="metrics", which="finetuned", **metrics["finetuned"])
             result.status = "finished"
             result.message = _summary(metrics, result, callback.stop_reason)
-        result.metrics = metrics
         if is_main:
             board.update(phase="saving", metrics=dict(metrics), message="Saving the model.")
             model.save_pretrained(str(writer.path / MODEL_DIRNAME))
@@ -442,19 +465,10 @@ def _load(spec: str) -> Any:
     return model
 
 
-def _evaluate(
-    model: Any, store: Store, settings: Settings, collection_id: int, config: TrainConfig
-):
+def _evaluate(model: Any, store: Store, settings: Settings, collection_id: int, batch: int):
     from mmdemo.evaluation import evaluate_model
 
-    was_training = model.training
-    model.eval()
-    try:
-        return evaluate_model(
-            model, store, settings, collection_id, "eval", batch_size=config.eval_batch_size
-        )
-    finally:
-        model.train(was_training)
+    return evaluate_model(model, store, settings, collection_id, "eval", batch_size=batch)
 
 
 def _training_args(settings: Settings, config: TrainConfig, data: Any) -> tuple[Any, str]:
@@ -484,7 +498,7 @@ def _training_args(settings: Settings, config: TrainConfig, data: Any) -> tuple[
         save_strategy="no",
         eval_strategy="no",
         logging_strategy="steps",
-        logging_steps=max(1, int(steps // 200)),
+        logging_steps=max(1, min(10, int(steps // 200))),
         disable_tqdm=True,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,

@@ -226,6 +226,13 @@ def test_masked_loss_by_hand():
 
 
 # -- the callback ----------------------------------------------------------------------------------
+def _optimizer(lr: float = 1e-3):
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # sets "initial_lr"
+    return optimizer
+
+
 def test_callback_publishes_progress_and_stops():
     from transformers import TrainerControl, TrainerState
 
@@ -233,30 +240,48 @@ def test_callback_publishes_progress_and_stops():
     callback = ProgressCallback(
         board, stop, max_seconds=3600, samples_per_step=8, log_event=lambda **e: events.append(e)
     )
-    state, control = TrainerState(), TrainerControl()
+    state, control, optimizer = TrainerState(), TrainerControl(), _optimizer()
     state.max_steps = 10
     callback.on_train_begin(None, state, control)
     state.global_step, state.epoch = 3, 0.3
-    callback.on_step_end(None, state, control)
+    callback.on_step_end(None, state, control, optimizer=optimizer)
     callback.on_log(None, state, control, logs={"loss": 2.5, "learning_rate": 1e-3})
     snap = board.snapshot()
     assert snap["phase"] == "training" and snap["step"] == 3 and snap["total_steps"] == 10
-    assert snap["loss"] == 2.5 and snap["learning_rate"] == 1e-3 and snap["epoch"] == 0.3
+    assert snap["loss"] == 2.5 and snap["epoch"] == 0.3
+    assert snap["learning_rate"] == pytest.approx(1e-3, rel=1e-3)  # the budget is far away
     assert snap["samples_per_s"] > 0 and snap["eta_s"] >= 0
-    assert snap["loss_history"] == [{"step": 3, "epoch": 0.3, "loss": 2.5, "learning_rate": 1e-3}]
+    [point] = snap["loss_history"]
+    assert point["step"] == 3 and point["loss"] == 2.5
+    assert point["learning_rate"] == pytest.approx(1e-3, rel=1e-3)
     assert events[-1]["event"] == "log" and events[-1]["loss"] == 2.5
     assert not control.should_training_stop
 
     stop.set()
     state.global_step = 4
-    callback.on_step_end(None, state, control)
+    callback.on_step_end(None, state, control, optimizer=optimizer)
     assert control.should_training_stop and callback.stop_reason == "cancelled"
 
+    # A spent budget stops training, and the learning rate has been annealed to zero.
     budget = ProgressCallback(ProgressBoard(), None, max_seconds=0.0, samples_per_step=8)
-    control = TrainerControl()
+    control, optimizer = TrainerControl(), _optimizer()
     budget.on_train_begin(None, state, control)
-    budget.on_step_end(None, state, control)
+    budget.on_step_end(None, state, control, optimizer=optimizer)
     assert control.should_training_stop and budget.stop_reason == "time budget"
+    assert optimizer.param_groups[0]["lr"] == 0.0
+
+
+def test_learning_rate_follows_the_time_budget_when_it_binds():
+    from transformers import TrainerControl, TrainerState
+
+    callback = ProgressCallback(ProgressBoard(), None, max_seconds=100.0, samples_per_step=8)
+    state, control, optimizer = TrainerState(), TrainerControl(), _optimizer(lr=1e-2)
+    state.max_steps, state.global_step = 1000, 10
+    callback.on_train_begin(None, state, control)
+    callback.started -= 60.0  # 60% of the budget spent after 1% of the steps
+    callback.on_step_end(None, state, control, optimizer=optimizer)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.4, rel=0.01)
+    assert not control.should_training_stop
 
 
 # -- errors before a run exists --------------------------------------------------------------------
@@ -295,6 +320,9 @@ def test_a_text_only_model_fails_the_run_with_a_message(store, settings, tiny_pa
     assert run.status == "failed" and "does not accept images" in run.message
     events = [json.loads(line) for line in (result.path / "log.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "end" and events[-1]["status"] == "failed"
+    with pytest.raises(TrainingError, match="already exists"):
+        run_training(store, settings, "shapes", run_name="no-images", base_model=tiny_path)
+    assert list(settings.tmp_dir.glob("trainer-*")) == []  # no trainer scratch folder left
 
 
 # -- real finetunes ---------------------------------------------------------------------------
@@ -402,3 +430,53 @@ def test_job_manager_runs_cancels_and_refuses_a_second_finetune(store, settings,
     assert metrics["base"]["t2i"]["queries"] == 8 and metrics["finetuned"] is None
     with pytest.raises(Exception, match="second"):
         store.get_run("second")
+
+
+DDP_SCRIPT = """
+import sys
+from mmdemo.settings import Settings
+from mmdemo.store import Store
+from mmdemo.training import TrainConfig, run_training
+
+settings = Settings.from_env({"MMDEMO_HOME": sys.argv[1]})
+config = TrainConfig(epochs=3, batch_size=8, loss="symmetric", max_minutes=30)
+result = run_training(Store(settings.db_path), settings, "shapes", config, run_name="ddp",
+                      base_model=sys.argv[2])
+print("RESULT", result.status, result.steps, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun(store, settings, tiny_path, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _demo(store, settings, 40)
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT, encoding="utf-8")
+    repo = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": repo, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(settings.home),
+        tiny_path,
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [line.split() for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    # Both processes trained the same number of steps (32 pairs / (2 × 8) = 2 per epoch).
+    assert sorted(results) == [["RESULT", "finished", "6"], ["RESULT", "finished", "6"]]
+    run = store.get_run("ddp")  # recorded once, by the main process
+    assert run.status == "finished" and len(store.list_runs()) == 1
+    recorded = json.loads((Path(run.path) / "config.json").read_text())
+    assert recorded["world_size"] == 2
+    metrics = json.loads((Path(run.path) / "metrics.json").read_text())
+    assert metrics["finetuned"]["t2i"]["queries"] == 8
+    assert (Path(run.path) / MODEL_DIRNAME / "model.safetensors").is_file()
