@@ -8,6 +8,7 @@ reason on stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -164,10 +165,15 @@ class _StderrBoard:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> object:
-    from mmdemo.training import TrainConfig, run_training
+    from mmdemo.models import resolve_base_model
+    from mmdemo.training import default_config, run_training
 
-    defaults = TrainConfig()
-    config = TrainConfig(
+    choice = resolve_base_model(
+        settings.with_overrides(base_model=args.base_model) if args.base_model else settings
+    )
+    defaults = default_config(choice.is_tiny)
+    config = dataclasses.replace(
+        defaults,
         epochs=args.epochs if args.epochs is not None else defaults.epochs,
         max_minutes=args.max_minutes if args.max_minutes is not None else defaults.max_minutes,
         batch_size=args.batch_size or defaults.batch_size,
@@ -178,11 +184,6 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> object:
             defaults.use_hard_negatives if args.hard_negatives is None else args.hard_negatives
         ),
     )
-    base_model = None
-    if args.base_model:
-        from mmdemo.models import resolve_base_model
-
-        base_model = resolve_base_model(settings.with_overrides(base_model=args.base_model)).spec
     store = _open_store(settings)
     try:
         result = run_training(
@@ -191,7 +192,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> object:
             args.collection,
             config,
             run_name=args.run,
-            base_model=base_model,
+            base_model=choice.spec,
             status_sink=_StderrBoard(),
         )
     finally:

@@ -108,6 +108,12 @@ class TrainConfig:
         return data
 
 
+def default_config(tiny: bool) -> TrainConfig:
+    """The Start values: tuned for the built-in tiny CLIP, or gentle ones for a pretrained model
+    (the tiny model's learning rate would overwrite what a real CLIP knows)."""
+    return TrainConfig() if tiny else TrainConfig.for_pretrained()
+
+
 @dataclass
 class RunResult:
     """What a run produced; ``status`` is finished, cancelled or failed."""

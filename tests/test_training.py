@@ -480,3 +480,12 @@ def test_two_processes_under_torchrun(store, settings, tiny_path, tmp_path):
     metrics = json.loads((Path(run.path) / "metrics.json").read_text())
     assert metrics["finetuned"]["t2i"]["queries"] == 8
     assert (Path(run.path) / MODEL_DIRNAME / "model.safetensors").is_file()
+
+
+def test_default_config_is_gentle_for_a_pretrained_model():
+    """The tiny model's start values would overwrite a real CLIP: pretrained gets its own."""
+    from mmdemo.training import default_config
+
+    tiny, pretrained = default_config(True), default_config(False)
+    assert pretrained.lr <= tiny.lr / 100 and pretrained.epochs < tiny.epochs
+    assert tiny == TrainConfig()

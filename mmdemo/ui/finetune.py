@@ -34,7 +34,7 @@ INTRO = (
 
 def build_finetune(services: Services, shared: Shared) -> None:
     """Lay out the Finetune tab inside the current ``gr.Tab`` and wire its events."""
-    d = h.default_knobs()
+    d = h.default_knobs(services.model.is_tiny)
     gr.Markdown(INTRO)
     gr.Markdown(h.device_markdown(services), elem_id="mm-ft-device")
 

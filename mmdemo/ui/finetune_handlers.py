@@ -22,7 +22,7 @@ import pandas as pd
 from mmdemo.jobs import JobBusy, JobSnapshot, TrainingJob
 from mmdemo.services import Services
 from mmdemo.store import Run, StoreError
-from mmdemo.training import TrainConfig, TrainingError, detect_precision
+from mmdemo.training import TrainConfig, TrainingError, default_config, detect_precision
 from mmdemo.ui.common import collection_names
 from mmdemo.ui.identity import LoginRequired, require_login
 
@@ -93,9 +93,10 @@ class Knobs(NamedTuple):
     scale: float | None
 
 
-def default_knobs() -> Knobs:
-    """The knobs' start values: :class:`TrainConfig`'s defaults (a short finetune)."""
-    c = TrainConfig()
+def default_knobs(tiny: bool = True) -> Knobs:
+    """The knobs' start values: a short finetune tuned for the tiny model, or gentle defaults
+    for a pretrained base model (:func:`mmdemo.training.default_config`)."""
+    c = default_config(tiny)
     dims = ", ".join(str(d) for d in c.matryoshka_dims)
     return Knobs(
         c.epochs,
