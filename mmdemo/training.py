@@ -303,6 +303,17 @@ class _RunWriter:
         )
 
 
+def _from_main_process(value: Any) -> Any:
+    """``value`` as computed by process 0 (itself when not distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
+
+
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -354,7 +365,8 @@ def run_training(
         base_model = resolve_base_model(settings).spec
     args, precision = _training_args(settings, config, data)
     is_main = bool(args.process_index == 0)
-    name = run_name or default_run_name(collection, settings.runs_dir)
+    # Every process must agree on the name; the others would see rank 0's folder and add -2.
+    name = _from_main_process(run_name or default_run_name(collection, settings.runs_dir))
     writer = _RunWriter(store, settings, name, active=is_main)
     record = {
         "run": name,

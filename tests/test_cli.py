@@ -158,3 +158,50 @@ def test_python_dash_m_entry_point(tmp_path: Path):
     )
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.strip().startswith("mmdemo export:")
+
+
+@pytest.mark.slow
+def test_train_command_under_torchrun_two_processes(tmp_path: Path):
+    """`torchrun --nproc_per_node 2 -m mmdemo train` (gloo on CPU) finishes one run."""
+    from mmdemo.services import Services
+    from mmdemo.settings import Settings
+    from mmdemo.store import Store
+
+    home = tmp_path / "home"
+    env_settings = {
+        "MMDEMO_HOME": str(home),
+        "MMDEMO_DEMO_PAIRS": "40",
+        "MMDEMO_BASE_MODEL": "tiny",
+    }
+    Services.create(Settings.from_env(env_settings)).close()
+    env = {**os.environ, **env_settings, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mmdemo",
+        "train",
+        "--collection",
+        "demo-shapes",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+    ]
+    done = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    statuses = [r["status"] for r in results]
+    assert len(results) == 2 and statuses == ["finished", "finished"], statuses
+    assert len({r["run"] for r in results}) == 1  # every process trained the same run
+    store = Store(Settings.from_env(env_settings).db_path)
+    (run,) = store.list_runs()  # recorded once, by the main process
+    assert run.name == results[0]["run"] and run.status == "finished"
+    assert json.loads((Path(run.path) / "config.json").read_text())["world_size"] == 2
+    store.close()
