@@ -9,6 +9,7 @@ import gradio as gr
 
 from mmdemo.ingest import ProgressFn
 from mmdemo.services import DEMO_COLLECTION, Services
+from mmdemo.store import Collection
 
 
 @dataclass
@@ -36,6 +37,16 @@ def default_collection(services: Services) -> str | None:
     if DEMO_COLLECTION in names:
         return DEMO_COLLECTION
     return names[0] if names else None
+
+
+def current_collection(services: Services, name: str | None) -> Collection | None:
+    """The session's collection if it still exists, else the default one (None if none)."""
+    if name is not None:
+        found = services.store.find_collection(name)
+        if found is not None:
+            return found
+    fallback = default_collection(services)
+    return services.store.find_collection(fallback) if fallback else None
 
 
 def collection_names(services: Services) -> list[str]:

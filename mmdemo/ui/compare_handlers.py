@@ -37,11 +37,10 @@ from mmdemo.negatives import suggest_negative_captions
 from mmdemo.retrieval import Hit, ImageQuery, search_collection
 from mmdemo.services import Services
 from mmdemo.store import Collection, StoreError
-from mmdemo.ui.common import default_collection, warn
-from mmdemo.ui.identity import LoginRequired, require_login
+from mmdemo.ui.common import current_collection, default_collection, warn
+from mmdemo.ui.identity import LoginRequired, label_author, require_login
 from mmdemo.ui.results import (
     FAILURES,
-    LOCAL_AUTHOR,
     TABLE_COLUMNS,
     hit_caption,
     image_progress,
@@ -120,13 +119,6 @@ def view(state: CompareState, **fields: Any) -> CompareView:
 
 
 # -- models and collection ----------------------------------------------------------------------
-def _collection(services: Services, state: CompareState) -> Collection | None:
-    if state.collection is not None:
-        found = services.store.find_collection(state.collection)
-        if found is not None:
-            return found
-    name = default_collection(services)
-    return services.store.find_collection(name) if name else None
 
 
 def _options(services: Services) -> list[ModelRef]:
@@ -198,7 +190,7 @@ def _comparison(
     services: Services, state: CompareState, progress: Any
 ) -> tuple[CompareState, dict[str, Any]]:
     """Metrics, the binding probe and the rank table for the state's models and collection."""
-    collection = _collection(services, state)
+    collection = current_collection(services, state.collection)
     if collection is None:
         state = dataclasses.replace(state, collection=None, loaded_for=None)
         return state, {"metrics": "No collection yet: create one in the Curate tab."}
@@ -369,7 +361,7 @@ def on_load(services: Services, state: CompareState, collection: str | None) -> 
     fresh = initial_state(services)
     if collection and services.store.find_collection(collection) is not None:
         fresh = dataclasses.replace(fresh, collection=collection)
-    state, pickers = _with_pickers(services, fresh, _collection(services, fresh))
+    state, pickers = _with_pickers(services, fresh, current_collection(services, fresh.collection))
     return view(
         state,
         **_dropdowns(services, state),
@@ -392,7 +384,7 @@ def switch_collection(services: Services, state: CompareState, name: str | None)
         model_b=state.model_b,
         direction=state.direction,
     )
-    state, pickers = _with_pickers(services, state, _collection(services, state))
+    state, pickers = _with_pickers(services, state, current_collection(services, state.collection))
     return view(
         state,
         **pickers,
@@ -418,7 +410,7 @@ def open_tab(
     """The tab was opened: refresh the run list; compute the comparison unless it is current."""
     state = _keys_still_valid(services, state)
     dropdowns = _dropdowns(services, state)
-    collection = _collection(services, state)
+    collection = current_collection(services, state.collection)
     if collection is not None and state.loaded_for == _loaded_key(services, state, collection):
         return view(state, **dropdowns)
     return choose_models(services, state, state.model_a, state.model_b, k, upload, progress)
@@ -456,7 +448,7 @@ def set_direction(
 ) -> CompareView:
     """Show the table for the other direction (text → image or image → text)."""
     state = dataclasses.replace(state, direction=DIRECTIONS.get(label, "text_to_image"))
-    collection = _collection(services, state)
+    collection = current_collection(services, state.collection)
     if collection is None:
         return view(state)
     try:
@@ -488,7 +480,7 @@ def _run(
     services: Services, state: CompareState, k: int, upload: Any, progress: Any
 ) -> CompareView:
     """Search with the state's query under A (and B) and show the results."""
-    collection = _collection(services, state)
+    collection = current_collection(services, state.collection)
     if collection is None:
         return view(state, message=warn("No collection yet: create one in the Curate tab."))
     if state.query_kind == "text":
@@ -553,7 +545,7 @@ def search_text(
     text = (text or "").strip()
     if not text:
         return view(state, message=warn("Type a query first."))
-    collection = _collection(services, state)
+    collection = current_collection(services, state.collection)
     anchor = _pair_with_caption(services, collection, text) if collection else None
     state = dataclasses.replace(
         state, query_kind="text", query_text=text, query_sha=None, anchor=anchor
@@ -673,12 +665,6 @@ def select_hit(services: Services, state: CompareState, side: str, index: int) -
     return _labels_view(services, state)
 
 
-def _author(services: Services, profile: Any, author: str | None) -> str:
-    """Who a label is saved by: the logged-in user (required on a Space), else ``author``,
-    else ``"local"``. Raises :class:`~mmdemo.ui.identity.LoginRequired` on a Space without one."""
-    return require_login(profile, services.settings) or author or LOCAL_AUTHOR
-
-
 def _refused(state: CompareState, exc: LoginRequired) -> CompareView:
     """A write refused for want of a login: a toast and the message line, nothing else changes."""
     return view(state, message=warn(exc.message))
@@ -695,7 +681,7 @@ def mark(
 
     The author is the logged-in user (on a Space one is required), else ``author``."""
     try:
-        author = _author(services, profile, author)
+        author = label_author(services.settings, profile, author)
     except LoginRequired as exc:
         return _refused(state, exc)
     hit = _selected_hit(state)
@@ -720,7 +706,7 @@ def add_negative_caption(
 ) -> CompareView:
     """Save a hard-negative caption for the query's pair (e.g. its attributes swapped)."""
     try:
-        author = _author(services, profile, author)
+        author = label_author(services.settings, profile, author)
     except LoginRequired as exc:
         return _refused(state, exc)
     if state.anchor is None:

@@ -16,6 +16,9 @@ import gradio as gr
 from mmdemo.hub import Secret, as_secret, on_space, resolve_token
 from mmdemo.settings import Settings
 
+LOCAL_AUTHOR = "local"
+"""The author recorded for labels made without a login (locally)."""
+
 NO_SPACE_LOGIN = (
     "⚠️ This Space has no Hugging Face login: add `hf_oauth: true` to its README's front matter"
     " to let visitors publish with their own account."
@@ -42,6 +45,12 @@ def require_login(profile: gr.OAuthProfile | None, settings: Settings) -> str | 
             " only logged-in users may change collections or publish."
         )
     return username or None
+
+
+def label_author(settings: Settings, profile: object, author: str | None = None) -> str:
+    """Who a label is saved by: the logged-in user (required on a Space), else ``author``,
+    else ``"local"``. Raises :class:`LoginRequired` on a Space without a login."""
+    return require_login(profile, settings) or author or LOCAL_AUTHOR
 
 
 def token_for(

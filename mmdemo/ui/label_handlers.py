@@ -37,11 +37,10 @@ from mmdemo.negatives import (
 )
 from mmdemo.services import Services
 from mmdemo.store import Collection, Pair, StoreError
-from mmdemo.ui.common import default_collection, warn
-from mmdemo.ui.identity import LoginRequired, require_login
+from mmdemo.ui.common import current_collection, default_collection, warn
+from mmdemo.ui.identity import LoginRequired, label_author, require_login
 from mmdemo.ui.results import (
     FAILURES,
-    LOCAL_AUTHOR,
     candidate_caption,
     image_progress,
     is_skip,
@@ -95,15 +94,6 @@ def view(state: LabelState, **fields: Any) -> LabelView:
     values = {name: gr.skip() for name in LabelView._fields}
     values.update(fields, state=state)
     return LabelView(**values)
-
-
-def _collection(services: Services, state: LabelState) -> Collection | None:
-    if state.collection is not None:
-        found = services.store.find_collection(state.collection)
-        if found is not None:
-            return found
-    name = default_collection(services)
-    return services.store.find_collection(name) if name else None
 
 
 def _split(state: LabelState) -> str | None:
@@ -164,7 +154,7 @@ def _empty(services: Services, state: LabelState, message: str) -> LabelView:
     return view(
         state,
         model=_model_dropdown(services, state),
-        progress=_progress_text(services, state, _collection(services, state)),
+        progress=_progress_text(services, state, current_collection(services, state.collection)),
         pair=message,
         positive=None,
         candidates=[],
@@ -233,7 +223,7 @@ def show_pair(
     return view(
         state,
         model=_model_dropdown(services, state),
-        progress=_progress_text(services, state, _collection(services, state)),
+        progress=_progress_text(services, state, current_collection(services, state.collection)),
         pair=pair_text,
         positive=_original(services, pair),
         candidates=gallery,
@@ -251,7 +241,7 @@ def show_pair(
 def _first_or_next(
     services: Services, state: LabelState, after: int | None, progress: Any, message: str = ""
 ) -> LabelView:
-    collection = _collection(services, state)
+    collection = current_collection(services, state.collection)
     if collection is None:
         return _empty(services, state, "No collection yet: create one in the Curate tab.")
     state = dataclasses.replace(state, collection=collection.name)
@@ -283,7 +273,7 @@ def on_load(services: Services, state: LabelState, collection: str | None) -> La
     return view(
         state,
         model=_model_dropdown(services, state),
-        progress=_progress_text(services, state, _collection(services, state)),
+        progress=_progress_text(services, state, current_collection(services, state.collection)),
         undo=_undo_button(state),
     )
 
@@ -306,7 +296,7 @@ def open_tab(services: Services, state: LabelState, progress: Any = None) -> Lab
             pair = services.store.get_pair(state.pair_id)
         except StoreError:
             pair = None
-        collection = _collection(services, state)
+        collection = current_collection(services, state.collection)
         if pair is not None and collection is not None and pair.collection_id == collection.id:
             return show_pair(services, state, pair.id, progress, keep_selection=True)
     return _first_or_next(services, state, None, progress)
@@ -368,7 +358,7 @@ def goto_pair(
         return view(state, message=warn(f"{pair_id!r} is not a pair id (a whole number)."))
     except StoreError as exc:
         return view(state, message=warn(str(exc)))
-    collection = _collection(services, state)
+    collection = current_collection(services, state.collection)
     if collection is None or pair.collection_id != collection.id:
         return view(state, message=warn(f"Pair {pair.id} is not in this collection."))
     history = state.history + ((state.pair_id,) if state.pair_id is not None else ())
@@ -403,12 +393,6 @@ def _after_edit(
     return view_
 
 
-def label_author(services: Services, profile: Any, author: str | None = None) -> str:
-    """Who a label is saved by: the logged-in user (required on a Space), else ``author``,
-    else ``"local"``. Raises :class:`~mmdemo.ui.identity.LoginRequired` on a Space without one."""
-    return require_login(profile, services.settings) or author or LOCAL_AUTHOR
-
-
 def _refused(state: LabelState, exc: LoginRequired) -> LabelView:
     """A write refused for want of a login: a toast and the message line, nothing else changes."""
     return view(state, message=warn(exc.message))
@@ -426,7 +410,7 @@ def mark(
 
     The author is the logged-in user (on a Space one is required), else ``author``."""
     try:
-        author = label_author(services, profile, author)
+        author = label_author(services.settings, profile, author)
     except LoginRequired as exc:
         return _refused(state, exc)
     if state.pair_id is None:
@@ -470,7 +454,7 @@ def add_negative_caption(
 ) -> LabelView:
     """Save a hard-negative caption for the pair's image (e.g. its attributes swapped)."""
     try:
-        author = label_author(services, profile, author)
+        author = label_author(services.settings, profile, author)
     except LoginRequired as exc:
         return _refused(state, exc)
     if state.pair_id is None:

@@ -17,8 +17,8 @@ from mmdemo.models import ModelLoadError
 from mmdemo.negatives import Candidate
 from mmdemo.retrieval import Hit
 from mmdemo.store import StoreError
+from mmdemo.ui.identity import LOCAL_AUTHOR
 
-LOCAL_AUTHOR = "local"
 TABLE_COLUMNS = ["Δ rank", "A", "B", "query", "pair"]
 TABLE_ENDS = 20
 """With more eval queries than twice this, the table shows this many most improved and most
