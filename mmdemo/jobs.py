@@ -294,7 +294,11 @@ class TrainingJob:
 
     def __call__(self, ctx: JobContext) -> Any:
         from mmdemo.training import run_training
+        from mmdemo.zerogpu import gpu_runner
 
+        on_zerogpu = gpu_runner(self.settings)  # ZeroGPU: train inside a @spaces.GPU call
+        if on_zerogpu is not None:
+            return on_zerogpu(self, ctx)
         return run_training(
             self.store,
             self.settings,
