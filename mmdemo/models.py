@@ -92,9 +92,70 @@ def _byte_chars() -> list[str]:
     return chars
 
 
-def _tiny_vocab() -> dict[str, int]:
+_TINY_WORD_TEXT = """
+    a an the of to in on at by for with from and or not no is are be was it its this that these
+    those there here what which who where when how one two three some all each both other
+    another left right above below under over top bottom middle center centre next near far
+    beside between behind front inside outside up down side corner small big large tiny little
+    long short round dark light bright pale red green blue yellow purple orange pink brown
+    black white gray grey cyan magenta violet gold silver circle circles square squares
+    triangle triangles rectangle star shape shapes dot line box ball disc ring object image
+    picture photo scene background man woman person people boy girl child dog dogs cat cats
+    bird horse cow car bus train bike boat plane street road city house room table chair bed
+    tree trees grass flower flowers water sky sea beach snow field food plate cup phone sitting
+    standing walking running playing holding looking wearing riding eating has have his her
+    their them they he she we you i my your very more most new old good first last many few
+    same different like just only also then than into onto out off through around
+"""
+TINY_WORDS: tuple[str, ...] = tuple(_TINY_WORD_TEXT.split())
+"""Words the tiny tokenizer keeps whole: the demo's vocabulary plus common English words.
+
+Each gets byte-level BPE merges that join it into one token (``"red"`` → ``red</w>``), so the
+tiny text tower learns word meanings directly instead of composing them from characters; any
+other text still tokenizes, falling back to pieces and single bytes."""
+
+
+def _bpe_pieces(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Apply byte-level BPE merges to a word's symbols, lowest rank first (as CLIP does)."""
+    while len(symbols) > 1:
+        pairs = [
+            (ranks.get(pair, -1), i)
+            for i, pair in enumerate(zip(symbols, symbols[1:], strict=False))
+        ]
+        found = [(rank, i) for rank, i in pairs if rank >= 0]
+        if not found:
+            break
+        _, i = min(found)
+        symbols = symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2 :]
+    return symbols
+
+
+def _tiny_merges(words: tuple[str, ...] = TINY_WORDS) -> list[tuple[str, str]]:
+    """Deterministic merges that make every word in ``words`` a single token.
+
+    Words are taken in order; while a word still splits, the merge of its two leftmost pieces is
+    appended. Later merges rank after earlier ones, so words already whole stay whole.
+    """
     chars = _byte_chars()
-    tokens = chars + [c + "</w>" for c in chars] + [_BOS, _EOS]
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+    for word in dict.fromkeys(words):
+        symbols = [chars[b] for b in word.encode("utf-8")]
+        symbols[-1] += "</w>"
+        pieces = _bpe_pieces(symbols, ranks)
+        while len(pieces) > 1:
+            pair = (pieces[0], pieces[1])
+            ranks[pair] = len(merges)
+            merges.append(pair)
+            pieces = _bpe_pieces(symbols, ranks)
+    return merges
+
+
+def _tiny_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
+    """Bytes, bytes ending a word, every merge result, then the two special tokens."""
+    chars = _byte_chars()
+    tokens = chars + [c + "</w>" for c in chars]
+    tokens += list(dict.fromkeys(a + b for a, b in merges)) + [_BOS, _EOS]
     return {token: index for index, token in enumerate(tokens)}
 
 
@@ -109,10 +170,12 @@ def _save_tiny_hf_folder(folder: Path, seed: int) -> None:
         CLIPTokenizer,
     )
 
-    vocab = _tiny_vocab()
+    merges = _tiny_merges()
+    vocab = _tiny_vocab(merges)
     vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
     vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    merges_file.write_text("#version: 0.2\n", encoding="utf-8")  # no merges: one token a char
+    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
+    merges_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=TINY_MAX_TOKENS)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": TINY_IMAGE_SIZE},

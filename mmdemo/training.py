@@ -52,11 +52,11 @@ class TrainConfig:
     """The knobs of a finetune. Defaults suit the tiny model, trained from scratch on the demo
     (:meth:`for_pretrained` gives gentler ones for a pretrained CLIP)."""
 
-    epochs: float = 300.0
+    epochs: float = 80.0
     max_minutes: float = 2.0
     """Time budget of the training loop; training stops at the next step when it is spent."""
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 1e-3
     warmup_ratio: float = 0.1
     seed: int = 0
     loss: str = "mnrl"
@@ -67,7 +67,7 @@ class TrainConfig:
     """Pieces of a batch for the cached losses."""
     sampler: str = "auto"
     """``auto``, ``no_duplicates`` or ``batch_sampler`` (see :mod:`mmdemo.train_data`)."""
-    scale: float = 50.0
+    scale: float = 100.0
     """Inverse temperature of the contrastive loss."""
     augment: bool = True
     """Random crops of the training images (CLIP's augmentation)."""

@@ -84,6 +84,25 @@ def test_tiny_model_encodes_images_and_text_to_the_same_dimension(tiny_dir: Path
     assert model.encode(["red " * 500]).shape == (1, 64)
 
 
+def test_tiny_tokenizer_keeps_words_whole_and_still_reads_any_text(tiny_dir: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_dir))
+    ids = tokenizer("a red circle to the left of an orange square")["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    words = ["a", "red", "circle", "to", "the", "left", "of", "an", "orange", "square"]
+    assert tokens[1:-1] == [w + "</w>" for w in words]
+    # Unknown words fall back to pieces and bytes: nothing becomes an unknown token.
+    odd = tokenizer("Zebra naïve 42 😀")["input_ids"]
+    assert len(odd) > 6 and not set(odd[1:-1]) & set(tokenizer.all_special_ids)
+    assert tokenizer.decode(odd, skip_special_tokens=True).replace(" ", "") == "zebranaïve42😀"
+    # Every merge result is in the vocabulary, and every listed word is one token.
+    merges = models._tiny_merges()
+    vocab = models._tiny_vocab(merges)
+    assert all(a + b in vocab for a, b in merges)
+    assert all(w + "</w>" in vocab for w in models.TINY_WORDS)
+
+
 def test_tiny_model_is_deterministic_per_seed(tiny_dir: Path, tmp_path: Path):
     again = build_tiny_clip(tmp_path / "again", seed=0)
     other = build_tiny_clip(tmp_path / "other", seed=1)

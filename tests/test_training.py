@@ -386,6 +386,20 @@ def test_finetune_beats_the_base_model_and_writes_the_run(store, settings, tiny_
 
 
 @pytest.mark.slow
+def test_default_finetune_on_the_default_demo_learns_the_scenes(store, settings):
+    """The app's out-of-the-box path: built-in tiny model, default demo, default TrainConfig."""
+    from mmdemo.demo_data import ensure_demo_collection
+
+    collection = ensure_demo_collection(store, settings)
+    result = run_training(store, settings, collection.name, TrainConfig(), run_name="default")
+    assert result.status == "finished", result.message
+    base = result.metrics["base"]["t2i"]["recall@1"]
+    tuned = result.metrics["finetuned"]["t2i"]["recall@1"]
+    print("steps", result.steps, "recall@1 t2i base", base, "finetuned", tuned)
+    assert tuned >= 0.6 and tuned >= base + 0.4
+
+
+@pytest.mark.slow
 def test_cached_matryoshka_and_time_budget(store, settings, tiny_path):
     _demo(store, settings, 40)
     config = TrainConfig(
