@@ -98,7 +98,8 @@ class Settings:
         return cls(
             home=home.expanduser().resolve(),
             base_model=env.get("MMDEMO_BASE_MODEL", "auto") or "auto",
-            host=env.get("MMDEMO_HOST", "127.0.0.1") or "127.0.0.1",
+            # A Space serves the app from its container, so listen on every interface there.
+            host=env.get("MMDEMO_HOST") or ("0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"),
             port=_env_int(env, "MMDEMO_PORT", 7860),
             max_upload_mb=_env_int(env, "MMDEMO_MAX_UPLOAD_MB", 2048),
             max_image_pixels=_env_int(env, "MMDEMO_MAX_IMAGE_PIXELS", 64_000_000),

@@ -36,3 +36,8 @@ def test_every_setting_has_an_env_var_and_is_documented_in_the_readme():
     readme = (PROJECT_ROOT / "README.md").read_text()
     missing = [name for name in ENV_VARS if name not in readme]
     assert not missing, f"README does not document {missing}"
+
+
+def test_on_a_space_the_app_listens_on_every_interface():
+    assert Settings.from_env({"SPACE_ID": "alice/mmdemo"}).host == "0.0.0.0"
+    assert Settings.from_env({"SPACE_ID": "alice/mmdemo", "MMDEMO_HOST": "::"}).host == "::"
