@@ -1,4 +1,5 @@
-"""The Curate tab in a real Chromium: create, import a zip, filter, edit, reload, see the edit."""
+"""The Curate tab in a real Chromium: create, import a zip, filter, edit, reload, see the edit,
+then mark a look-alike of the opened pair hard negative."""
 
 from __future__ import annotations
 
@@ -97,8 +98,25 @@ def test_import_filter_edit_and_reload(live_app, page, screenshot, tmp_path):
     expect(caption).to_have_value("a ripe lemon on a wooden table", timeout=WAIT_MS)
     screenshot("curate-3-after-reload")
 
+    # Its look-alikes load when the accordion opens; mark one hard negative, then undo it.
+    page.locator("#mm-lookalikes").get_by_text("Hard negatives for this caption").click()
+    looks = page.locator("#mm-look-gallery .thumbnail-item")
+    expect(looks).to_have_count(2, timeout=WAIT_MS)  # the other two pairs, never its own image
+    looks.first.click()
+    expect(page.locator("#mm-look-selection")).to_contain_text("Selected [1]", timeout=WAIT_MS)
+    page.get_by_role("button", name="✗ Hard negative").click()
+    expect(page.locator("#mm-stats")).to_contain_text("1 labeled negatives", timeout=WAIT_MS)
+    expect(page.locator("#mm-look-message")).to_contain_text("Saved: hard negative")
+    expect(looks.first).to_contain_text("✗")
+    screenshot("curate-4-hard-negative")
+
     store = live_app.services.store
     coll = store.collection("my pairs")
-    assert [p.caption for p in store.list_pairs(coll.id, caption_filter="lemon")] == [
-        "a ripe lemon on a wooden table"
+    [lemon] = store.list_pairs(coll.id, caption_filter="lemon")
+    assert lemon.caption == "a ripe lemon on a wooden table"
+    assert [(lab.kind, lab.author) for lab in store.labels_for_pair(lemon.id)] == [
+        ("negative", "local")
     ]
+    page.get_by_role("button", name="↶ Undo").click()
+    expect(page.locator("#mm-stats")).to_contain_text("0 labeled negatives", timeout=WAIT_MS)
+    assert store.labels_for_pair(lemon.id) == []

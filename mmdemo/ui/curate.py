@@ -14,27 +14,38 @@ from mmdemo.store import SPLITS
 from mmdemo.ui.common import Shared, collection_names
 from mmdemo.ui.curate_handlers import (
     ALL_SPLITS,
+    LOOKALIKES_HINT,
     REJECTED_COLUMNS,
     SPLIT_FROM_DATA,
     CurateState,
     CurateView,
+    LookalikeState,
+    LookalikeView,
     ask_delete_collection,
     cancel_delete_collection,
     change_page,
+    collapse_lookalikes,
     confirm_delete_collection,
     create_collection,
     delete_pair,
+    expand_lookalikes,
+    find_lookalikes,
     import_files,
     initial_state,
+    mark_lookalike,
     on_load,
     open_pair,
+    pair_changed,
     rename_collection,
     render,
     save_pair,
+    select_lookalike,
     set_filter,
     switch_collection,
     undo_delete,
+    undo_lookalike,
 )
+from mmdemo.ui.results import is_skip
 
 
 def as_outputs(view: CurateView) -> tuple:
@@ -46,6 +57,16 @@ def as_outputs(view: CurateView) -> tuple:
     state = view.state
     index = state.page_ids.index(state.selected) if state.selected in state.page_ids else None
     return tuple(view._replace(gallery=gr.Gallery(value=view.gallery, selected_index=index)))
+
+
+def lookalike_outputs(view: LookalikeView) -> tuple:
+    """The look-alikes panel's event outputs: the gallery goes out with its highlighted item."""
+    values = view._asdict()
+    if not is_skip(values["candidates"]):
+        values["candidates"] = gr.Gallery(
+            value=values["candidates"], selected_index=view.lookalikes.selected
+        )
+    return tuple(values[name] for name in LookalikeView._fields)
 
 
 # -- layout and wiring ---------------------------------------------------------------------------
@@ -164,6 +185,28 @@ def build_curate(services: Services, shared: Shared) -> None:
                     save_btn = gr.Button("Save", variant="primary", elem_id="mm-save")
                     delete_pair_btn = gr.Button("Delete pair", variant="stop")
                 labels = gr.Markdown()
+                # Collapsed, so the model only runs for the person who asks for look-alikes.
+                with gr.Accordion(
+                    "Hard negatives for this caption", open=False, elem_id="mm-lookalikes"
+                ) as look_accordion:
+                    with gr.Row(equal_height=True):
+                        look_message = gr.Markdown(LOOKALIKES_HINT, elem_id="mm-look-message")
+                        find_btn = gr.Button("Find look-alikes", size="sm", scale=0, min_width=140)
+                    look_gallery = gr.Gallery(
+                        [],
+                        show_label=False,
+                        columns=4,
+                        height=300,
+                        allow_preview=False,
+                        object_fit="contain",
+                        buttons=[],
+                        elem_id="mm-look-gallery",
+                    )
+                    look_selection = gr.Markdown(elem_id="mm-look-selection")
+                    with gr.Row():
+                        negative_btn = gr.Button("✗ Hard negative", size="sm", variant="primary")
+                        also_btn = gr.Button("+ Also correct", size="sm")
+                        look_undo_btn = gr.Button("↶ Undo", size="sm", visible=False)
 
     components = {
         "state": state,
@@ -205,7 +248,7 @@ def build_curate(services: Services, shared: Shared) -> None:
         return as_outputs(confirm_delete_collection(services, st, profile))
 
     shared.demo.load(bind(on_load), [state, shared.collection], view)
-    picker.input(bind(switch_collection), [state, picker], view)
+    picker_event = picker.input(bind(switch_collection), [state, picker], view)
     create_btn.click(on_create, [state, name_box], view)
     rename_btn.click(on_rename, [state, name_box], view)
     delete_btn.click(on_ask_delete, [state], view)
@@ -229,7 +272,7 @@ def build_curate(services: Services, shared: Shared) -> None:
     def on_select(st: CurateState, evt: gr.SelectData) -> tuple:
         return as_outputs(open_pair(services, st, int(evt.index)))
 
-    gallery.select(on_select, [state], view)
+    select_event = gallery.select(on_select, [state], view)
 
     def on_save(st: CurateState, text: str, value: str, profile: gr.OAuthProfile | None) -> tuple:
         return as_outputs(save_pair(services, st, text, value, profile))
@@ -245,8 +288,8 @@ def build_curate(services: Services, shared: Shared) -> None:
 
     save_btn.click(on_save, [state, caption, split], view)
     split.input(on_split, [state, split], view)
-    delete_pair_btn.click(on_delete_pair, [state], view)
-    undo_btn.click(on_undo, [state], view)
+    delete_event = delete_pair_btn.click(on_delete_pair, [state], view)
+    undo_event = undo_btn.click(on_undo, [state], view)
 
     def on_import(
         st: CurateState,
@@ -273,6 +316,61 @@ def build_curate(services: Services, shared: Shared) -> None:
         )
         table = gr.update(value=outcome.rejected, visible=not outcome.rejected.empty)
         return (outcome.summary, table, *as_outputs(outcome.view))
+
+    # -- look-alikes of the opened pair: labels for its caption, as in the Label tab -------------
+    looks = gr.State(LookalikeState())
+    look_parts = {
+        "lookalikes": looks,
+        "stats": stats,
+        "labels": labels,
+        "candidates": look_gallery,
+        "selection": look_selection,
+        "undo": look_undo_btn,
+        "message": look_message,
+    }
+    look_view = [look_parts[name] for name in LookalikeView._fields]
+
+    def on_look_expand(
+        st: CurateState, lk: LookalikeState, progress: gr.Progress = gr.Progress()
+    ) -> tuple:
+        return lookalike_outputs(expand_lookalikes(services, st, lk, progress))
+
+    def on_look_find(
+        st: CurateState, lk: LookalikeState, progress: gr.Progress = gr.Progress()
+    ) -> tuple:
+        return lookalike_outputs(find_lookalikes(services, st, lk, progress))
+
+    def on_look_changed(
+        st: CurateState, lk: LookalikeState, progress: gr.Progress = gr.Progress()
+    ) -> tuple:
+        return lookalike_outputs(pair_changed(services, st, lk, progress))
+
+    def on_look_select(lk: LookalikeState, evt: gr.SelectData) -> tuple:
+        return lookalike_outputs(select_lookalike(services, lk, int(evt.index)))
+
+    def on_look_negative(
+        st: CurateState, lk: LookalikeState, profile: gr.OAuthProfile | None
+    ) -> tuple:
+        return lookalike_outputs(mark_lookalike(services, st, lk, "negative", profile))
+
+    def on_look_also(st: CurateState, lk: LookalikeState, profile: gr.OAuthProfile | None) -> tuple:
+        return lookalike_outputs(mark_lookalike(services, st, lk, "also-positive", profile))
+
+    def on_look_undo(st: CurateState, lk: LookalikeState, profile: gr.OAuthProfile | None) -> tuple:
+        return lookalike_outputs(undo_lookalike(services, st, lk, profile))
+
+    look_accordion.expand(on_look_expand, [state, looks], look_view)
+    look_accordion.collapse(
+        lambda lk: lookalike_outputs(collapse_lookalikes(services, lk)), [looks], look_view
+    )
+    find_btn.click(on_look_find, [state, looks], look_view)
+    look_gallery.select(on_look_select, [looks], look_view)
+    negative_btn.click(on_look_negative, [state, looks], look_view)
+    also_btn.click(on_look_also, [state, looks], look_view)
+    look_undo_btn.click(on_look_undo, [state, looks], look_view)
+    # Whatever may change the opened pair: drop (or, open, reload) the look-alikes after it.
+    for event in (select_event, delete_event, undo_event, picker_event):
+        event.then(on_look_changed, [state, looks], look_view)
 
     import_btn.click(
         on_import,

@@ -1,0 +1,189 @@
+"""Hard-negative labels from the Curate tab's pair editor: the base model's look-alikes for the
+opened pair's caption, marked on a real Services (SQLite, the small demo collection, tiny CLIP)."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+from gradio.helpers import special_args
+from gradio.utils import get_type_hints
+
+from mmdemo.services import DEMO_COLLECTION, Services
+from mmdemo.settings import Settings
+from mmdemo.ui import curate_handlers as h
+from mmdemo.ui.app import build_app
+from mmdemo.ui.curate import lookalike_outputs
+from mmdemo.ui.results import is_skip
+
+ALICE = SimpleNamespace(username="alice")  # what require_login reads from gr.OAuthProfile
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Services:
+    """The app's services as on a Space (``SPACE_ID`` set), with the small demo collection."""
+    home = tmp_path_factory.mktemp("curate-labels-home")
+    settings = Settings.from_env({"MMDEMO_HOME": str(home)}).with_overrides(
+        space_id="alice/mmdemo", demo_pairs=24, base_model="tiny"
+    )
+    services = Services.create(settings)
+    yield services
+    services.close()
+
+
+@pytest.fixture(scope="module")
+def local(space: Services) -> Services:
+    """The same store and model, off a Space (no login there)."""
+    return dataclasses.replace(space, settings=dataclasses.replace(space.settings, space_id=None))
+
+
+@pytest.fixture(autouse=True)
+def no_labels_left(space):
+    yield
+    store = space.store
+    for collection in store.list_collections():
+        for label in store.labels_for_collection(collection.id):
+            store.remove_label(label.id)
+
+
+def opened(services: Services) -> h.CurateState:
+    """The Curate state with the first train pair of the demo collection open in the editor."""
+    state = h.render(services, h.CurateState(collection=DEMO_COLLECTION)).state
+    index = next(
+        i
+        for i, pair_id in enumerate(state.page_ids)
+        if services.store.get_pair(pair_id).split == "train"
+    )
+    view = h.open_pair(services, state, index)
+    assert view.state.selected == state.page_ids[index]
+    return view.state
+
+
+def loaded(services: Services, state: h.CurateState) -> h.LookalikeView:
+    return h.find_lookalikes(services, state, h.LookalikeState())
+
+
+def test_look_alikes_load_for_the_opened_pair_without_its_own_image(local):
+    state = opened(local)
+    pair = local.store.get_pair(state.selected)
+    calls: list = []
+    view = h.find_lookalikes(
+        local,
+        state,
+        h.LookalikeState(),
+        lambda value, desc=None, **kw: calls.append(desc),
+    )
+    looks = view.lookalikes
+    assert looks.pair_id == pair.id
+    assert len(looks.candidates) == h.LOOKALIKES_K == len(view.candidates)
+    assert all(c.image_sha256 != pair.image_sha256 for c in looks.candidates)
+    assert {local.store.get_pair(c.pair_id).split for c in looks.candidates} == {"train"}
+    assert view.candidates[0][1].startswith("[1] ")
+    assert looks.selected is None and "Click a look-alike" in view.selection
+    assert any(desc and desc.startswith("Loading") for desc in calls)
+    assert is_skip(view.stats) and is_skip(view.labels)  # nothing written, nothing refreshed
+    outputs = lookalike_outputs(view)
+    assert len(outputs) == len(h.LookalikeView._fields)
+    assert isinstance(outputs[h.LookalikeView._fields.index("candidates")], gr.Gallery)
+
+
+def test_mark_hard_negative_then_undo(local):
+    state = opened(local)
+    looks = loaded(local, state).lookalikes
+    refused = h.mark_lookalike(local, state, looks, "negative")
+    assert "Click a look-alike first" in refused.message
+    assert local.store.labels_for_pair(state.selected) == []
+
+    looks = h.select_lookalike(local, looks, 2).lookalikes
+    target = looks.candidates[2]
+    view = h.mark_lookalike(local, state, looks, "negative")
+    labels = local.store.labels_for_pair(state.selected)
+    assert [(lab.kind, lab.negative_sha256, lab.author) for lab in labels] == [
+        ("negative", target.image_sha256, "local")
+    ]
+    assert "(by local)" in view.message
+    assert "**1 labeled negatives**" in view.stats
+    assert "hard negative: image" in view.labels and "**Labels (1)**" in view.labels
+    assert view.lookalikes.candidates[2].label == "negative"
+    assert " ✗ " in view.candidates[2][1]
+    assert view.lookalikes.selected == 2 and view.undo["visible"] is True
+
+    undone = h.undo_lookalike(local, state, view.lookalikes)
+    assert local.store.labels_for_pair(state.selected) == []
+    assert undone.message.startswith("Undone: hard negative")
+    assert "**0 labeled negatives**" in undone.stats
+    assert undone.labels == "No hard-negative labels for this pair yet."
+    assert undone.lookalikes.candidates[2].label is None
+    assert undone.undo["visible"] is False
+    assert "Nothing to undo" in h.undo_lookalike(local, state, undone.lookalikes).message
+
+
+def test_mark_also_correct(local):
+    state = opened(local)
+    looks = h.select_lookalike(local, loaded(local, state).lookalikes, 0).lookalikes
+    view = h.mark_lookalike(local, state, looks, "also-positive")
+    labels = local.store.labels_for_pair(state.selected)
+    assert [(lab.kind, lab.negative_sha256) for lab in labels] == [
+        ("also-positive", looks.candidates[0].image_sha256)
+    ]
+    assert "also-positive" in view.stats and "**0 labeled negatives**" in view.stats
+    assert "also positive: image" in view.labels
+    assert " + " in view.candidates[0][1]
+
+
+def test_on_a_space_a_visitor_without_login_is_refused(space):
+    state = opened(space)
+    looks = h.select_lookalike(space, loaded(space, state).lookalikes, 1).lookalikes
+    view = h.mark_lookalike(space, state, looks, "negative")
+    assert "Log in with your Hugging Face account" in view.message
+    assert view.lookalikes == looks and is_skip(view.stats) and is_skip(view.candidates)
+    assert space.store.labels_for_pair(state.selected) == []
+
+    marked = h.mark_lookalike(space, state, looks, "negative", ALICE)
+    assert [lab.author for lab in space.store.labels_for_pair(state.selected)] == ["alice"]
+    refused = h.undo_lookalike(space, state, marked.lookalikes)
+    assert "Log in" in refused.message
+    assert len(space.store.labels_for_pair(state.selected)) == 1
+    h.undo_lookalike(space, state, marked.lookalikes, ALICE)
+    assert space.store.labels_for_pair(state.selected) == []
+
+
+def test_loading_is_lazy_and_follows_the_opened_pair(local):
+    state = opened(local)
+    # A pair opened with the accordion closed: nothing loads.
+    closed = h.pair_changed(local, state, h.LookalikeState())
+    assert closed.lookalikes.pair_id is None and closed.candidates == []
+    assert "Find look-alikes" in closed.message
+    # Opening the accordion loads them; opening it again does not reload.
+    first = h.expand_lookalikes(local, state, closed.lookalikes)
+    assert first.lookalikes.opened and first.lookalikes.pair_id == state.selected
+    again = h.expand_lookalikes(local, state, first.lookalikes)
+    assert is_skip(again.candidates) and again.lookalikes.candidates == first.lookalikes.candidates
+    # Another pair opened while the accordion is open: its look-alikes load at once.
+    other = h.open_pair(local, state, state.page_ids.index(state.selected) + 1).state
+    moved = h.pair_changed(local, other, first.lookalikes)
+    assert moved.lookalikes.pair_id == other.selected != state.selected
+    # Closed again: the next pair's candidates are dropped, not loaded.
+    shut = h.collapse_lookalikes(local, moved.lookalikes).lookalikes
+    assert not shut.opened
+    dropped = h.pair_changed(local, state, shut)
+    assert dropped.lookalikes.pair_id is None and dropped.lookalikes.candidates == ()
+    assert "Open a pair first" in h.find_lookalikes(local, h.CurateState(), shut).message
+
+
+def test_the_panel_is_wired_with_the_login(local):
+    """The write buttons get the Space login from Gradio, like the other Curate writes."""
+    demo = build_app(local)
+    writers: dict[str, int] = {}
+    for block_fn in demo.fns.values():
+        name = getattr(block_fn.fn, "__name__", "")
+        if not name.startswith("on_look_"):
+            continue
+        if gr.OAuthProfile | None in get_type_hints(block_fn.fn).values():
+            writers[name] = writers.get(name, 0) + 1
+            inputs = [object() for _ in block_fn.inputs]
+            filled, *_ = special_args(block_fn.fn, list(inputs), request=None)
+            assert None in filled and len(filled) > len(inputs), name  # off a Space: None
+    assert writers == {"on_look_negative": 1, "on_look_also": 1, "on_look_undo": 1}
