@@ -150,25 +150,36 @@ def run_app(
 
     manager = JobManager(store)
     polls = 0
+    outcome: dict[str, Any] = {}
+    stop = threading.Event()
+
+    def control() -> None:
+        """What the tab does: start the job, poll it every 0.5 s, wait for the end."""
+        nonlocal polls
+        try:
+            while not manager.runs_jobs_here():
+                time.sleep(0.01)
+            job = TrainingJob(store, settings, COLLECTION, config, f"bench-app-{index}", model_path)
+            job_id = manager.start(job)
+            while True:
+                snap = manager.wait(job_id, timeout=0.5)
+                polls += 1
+                if snap is not None and snap.state != "running":
+                    outcome["snap"] = snap
+                    return
+        finally:
+            stop.set()
+
     training.ProgressCallback.on_step_end = timed
     try:
-        job = TrainingJob(store, settings, COLLECTION, config, f"bench-app-{index}", model_path)
-        job_id = manager.start(job)
-        done = threading.Event()
-
-        def poller() -> None:
-            nonlocal polls
-            while not done.wait(0.5):
-                manager.status(job_id)
-                polls += 1
-
-        thread = threading.Thread(target=poller, daemon=True)
-        thread.start()
-        snap = manager.wait(job_id)
-        done.set()
-        thread.join()
+        controller = threading.Thread(target=control, daemon=True)
+        controller.start()
+        # As in the app (mmdemo.ui.app.launch): the main thread runs the jobs.
+        manager.run_jobs_here(stop, poll_s=0.05)
+        controller.join()
     finally:
         training.ProgressCallback.on_step_end = original
+    snap = outcome.get("snap")
     if snap is None or snap.state != "finished":
         raise RuntimeError(f"The app's run did not finish: {snap and snap.message}")
     return {

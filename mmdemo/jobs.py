@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -148,6 +149,8 @@ class JobManager:
 
     def __init__(self, store: Store | None = None, keep: int = 20):
         self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue | None = None
+        """Set by :meth:`run_jobs_here`: jobs then run on that thread instead of a new one."""
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._active: str | None = None
         self._keep = max(1, int(keep))
@@ -175,14 +178,42 @@ class JobManager:
             job_id = uuid.uuid4().hex[:12]
             context = JobContext(job_id, threading.Event(), ProgressBoard(phase="starting"))
             job = _Job(job_id, kind, description, context, time.time())
-            job.thread = threading.Thread(
-                target=self._run, args=(job, fn), name=f"mmdemo-job-{job_id}", daemon=True
-            )
             self._jobs[job_id] = job
             self._active = job_id
             self._forget_old()
+            if self._queue is not None:
+                self._queue.put((job, fn))
+                return job_id
+            job.thread = threading.Thread(
+                target=self._run, args=(job, fn), name=f"mmdemo-job-{job_id}", daemon=True
+            )
         job.thread.start()
         return job_id
+
+    def runs_jobs_here(self) -> bool:
+        """Whether a thread is in :meth:`run_jobs_here` (new jobs run there)."""
+        with self._lock:
+            return self._queue is not None
+
+    def run_jobs_here(self, stop: threading.Event | None = None, poll_s: float = 0.5) -> None:
+        """Run every job started from now on on the calling thread, until ``stop`` is set.
+
+        The web app calls this on the main thread once the server runs in the background: torch's
+        OpenMP runs small CPU ops several times slower from a second thread once the main thread
+        has used torch (measured ~3× here), so a CPU finetune trains fastest on the main thread.
+        """
+        with self._lock:
+            self._queue = queue.SimpleQueue()
+        try:
+            while stop is None or not stop.is_set():
+                try:
+                    job, fn = self._queue.get(timeout=poll_s)
+                except queue.Empty:
+                    continue
+                self._run(job, fn)
+        finally:
+            with self._lock:
+                self._queue = None
 
     def _run(self, job: _Job, fn: Callable[[JobContext], Any]) -> None:
         state, message, result = "finished", "", None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -124,3 +125,32 @@ def test_runs_left_running_are_marked_interrupted_at_start(store: Store, setting
     assert "stopped while this run was in progress" in store.get_run("left-running").message
     assert store.get_run("queued").status == "interrupted"
     assert store.get_run("done").status == "finished"
+
+
+def test_jobs_run_on_the_thread_that_asked_for_them():
+    """The app hands its main thread to the manager: jobs started later run there, one at a time."""
+    manager = JobManager()
+    stop = threading.Event()
+    ran_on: list[str] = []
+    release = threading.Event()
+
+    def job(ctx):
+        ran_on.append(threading.current_thread().name)
+        release.wait(30)
+        return "ok"
+
+    host = threading.Thread(target=manager.run_jobs_here, args=(stop, 0.05), name="host")
+    host.start()
+    while not manager.runs_jobs_here():
+        time.sleep(0.01)
+    first = manager.start(job)
+    with pytest.raises(JobBusy):
+        manager.start(job)
+    release.set()
+    assert manager.wait(first, timeout=30).state == "finished"
+    second = manager.start(job)
+    assert manager.wait(second, timeout=30).state == "finished"
+    stop.set()
+    host.join(10)
+    assert ran_on == ["host", "host"] and not host.is_alive()
+    assert not manager.runs_jobs_here()

@@ -108,5 +108,16 @@ def launch_options(settings: Settings) -> dict[str, Any]:
 def launch(services: Services, demo: gr.Blocks | None = None, **overrides: Any) -> gr.Blocks:
     """Build (unless given) and serve the app; blocks unless ``prevent_thread_lock=True``."""
     demo = demo if demo is not None else build_app(services)
-    demo.launch(**{**launch_options(services.settings), **overrides})
+    if overrides.get("prevent_thread_lock"):
+        demo.launch(**{**launch_options(services.settings), **overrides})
+        return demo
+    # Serve in the background and keep the main thread for finetunes: CPU training is fastest
+    # there (see JobManager.run_jobs_here). Ctrl+C stops both.
+    demo.launch(**{**launch_options(services.settings), **overrides, "prevent_thread_lock": True})
+    try:
+        services.jobs.run_jobs_here()
+    except KeyboardInterrupt:
+        print("Keyboard interruption in main thread... closing server.")
+    finally:
+        demo.close()
     return demo
