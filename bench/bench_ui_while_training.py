@@ -93,33 +93,54 @@ def main() -> None:
         try:
             total = _fill(services, args.pairs)
             pages = max(1, -(-total // PAGE_SIZE))
-            _time_pages(services, pages, rng, 10, 0.0)  # warm-up
-            idle = _time_pages(services, pages, rng, args.samples, gap)
+            results: dict = {}
+            stop = threading.Event()
 
-            # Long enough to outlast the measurement; cancelled once it is done.
-            config = TrainConfig(epochs=10_000.0, max_minutes=args.train_minutes)
-            job = TrainingJob(services.store, settings, COLLECTION, config, "bench-ui-run")
-            job_id = services.jobs.start(job)
-            done = threading.Event()
+            def measure() -> None:
+                """As in the app: pages are served from a worker thread, the job runs on main."""
+                try:
+                    while not services.jobs.runs_jobs_here():
+                        time.sleep(0.01)
+                    _time_pages(services, pages, rng, 10, 0.0)  # warm-up
+                    results["idle"] = _time_pages(services, pages, rng, args.samples, gap)
+                    # Long enough to outlast the measurement; cancelled once it is done.
+                    config = TrainConfig(epochs=10_000.0, max_minutes=args.train_minutes)
+                    job = TrainingJob(services.store, settings, COLLECTION, config, "bench-ui-run")
+                    job_id = services.jobs.start(job)
+                    done = threading.Event()
 
-            def poller() -> None:
-                while not done.wait(0.5):
-                    services.jobs.status(job_id)
+                    def poller() -> None:
+                        while not done.wait(0.5):
+                            services.jobs.status(job_id)
 
-            threading.Thread(target=poller, daemon=True).start()
+                    threading.Thread(target=poller, daemon=True).start()
 
-            def training() -> bool:
-                snap = services.jobs.status(job_id)
-                return snap is not None and snap.running
+                    def training() -> bool:
+                        snap = services.jobs.status(job_id)
+                        return snap is not None and snap.running
 
-            while training() and services.jobs.status(job_id).progress.get("phase") != "training":
-                time.sleep(0.05)
-            busy = _time_pages(services, pages, rng, args.samples, gap, until=training)
-            still_training = training()
-            steps = services.jobs.status(job_id).progress.get("step", 0)
-            services.jobs.cancel(job_id)
-            services.jobs.wait(job_id)
-            done.set()
+                    while (
+                        training()
+                        and services.jobs.status(job_id).progress.get("phase") != "training"
+                    ):
+                        time.sleep(0.05)
+                    results["busy"] = _time_pages(
+                        services, pages, rng, args.samples, gap, until=training
+                    )
+                    results["still_training"] = training()
+                    results["steps"] = services.jobs.status(job_id).progress.get("step", 0)
+                    services.jobs.cancel(job_id)
+                    services.jobs.wait(job_id)
+                    done.set()
+                finally:
+                    stop.set()
+
+            controller = threading.Thread(target=measure, daemon=True)
+            controller.start()
+            services.jobs.run_jobs_here(stop, poll_s=0.05)
+            controller.join()
+            idle, busy = results["idle"], results["busy"]
+            still_training, steps = results["still_training"], results["steps"]
         finally:
             services.close()
     idle_stats, busy_stats = _percentiles(idle), _percentiles(busy)
