@@ -4,7 +4,6 @@ SQLite, the small demo collection, the tiny CLIP as the base model and a second 
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from mmdemo.settings import Settings
 from mmdemo.ui import compare_handlers as h
 from mmdemo.ui.compare import as_outputs
 from mmdemo.ui.compare_handlers import CompareState
-from mmdemo.ui.results import TABLE_COLUMNS, author_of, is_skip, metrics_markdown
+from mmdemo.ui.results import TABLE_COLUMNS, is_skip, metrics_markdown
 
 DEMO_PAIRS = 24
 RUN = "tuned"
@@ -435,13 +434,5 @@ def test_label_edits_undo_exactly(services):
     assert "hard negative: image" in removed.describe()
 
 
-def test_author_comes_from_the_oauth_profile():
-    assert author_of(None) == "local"
-    assert author_of({"preferred_username": "hf-user"}) == "hf-user"
-
-    @dataclasses.dataclass
-    class Profile:
-        username: str
-
-    assert author_of(Profile("someone")) == "someone"
+def test_compare_starts_on_the_base_model():
     assert CompareState().model_a == "base"

@@ -23,10 +23,6 @@ import pandas as pd
 from mmdemo.compare import (
     BASE,
     LabelEdit,
-    display_path,
-    ensure_corpus,
-    load,
-    resolve_model,
     set_label,
     undo_edit,
 )
@@ -34,12 +30,12 @@ from mmdemo.hub import on_space
 from mmdemo.images import image_path, thumb_path
 from mmdemo.importers import IMAGE_EXTENSIONS, ImportFailed, import_source, import_uploads
 from mmdemo.ingest import ImportReport
-from mmdemo.negatives import Candidate, label_candidates
+from mmdemo.negatives import Candidate
 from mmdemo.services import Services
 from mmdemo.store import SPLITS, Collection, Pair, StoreError
 from mmdemo.ui.common import collection_names, default_collection, progress_callback, warn
 from mmdemo.ui.identity import LoginRequired, label_author, require_login
-from mmdemo.ui.results import FAILURES, candidate_caption, image_progress, say_progress
+from mmdemo.ui.results import FAILURES, load_candidates
 
 PAGE_SIZE = 48
 ALL_SPLITS = "all"
@@ -648,28 +644,8 @@ def _load_lookalikes(
     keep_selection: bool = False,
 ) -> LookalikeView:
     """Find the base model's top candidates for the pair's caption, its own image left out."""
-    store = services.store
     try:
-        pair = store.get_pair(pair_id)
-        ref = resolve_model(store, services.model, BASE)
-        say_progress(progress, f"Loading {ref.label}…")
-        loaded = load(services, ref)
-        ensure_corpus(
-            services,
-            loaded,
-            pair.collection_id,
-            pair.split,
-            image_progress(progress, f"Encoding images ({ref.label})"),
-        )
-        task = label_candidates(
-            store,
-            services.settings,
-            services.embeddings,
-            loaded.model,
-            loaded.fingerprint,
-            pair.id,
-            k=LOOKALIKES_K,
-        )
+        pair, ref, task, gallery = load_candidates(services, BASE, pair_id, LOOKALIKES_K, progress)
     except FAILURES as exc:
         return _look(looks, message=warn(str(exc)))
     candidates = tuple(task.candidates)
@@ -677,10 +653,6 @@ def _load_lookalikes(
     if selected is not None and selected >= len(candidates):
         selected = None
     looks = dataclasses.replace(looks, pair_id=pair.id, candidates=candidates, selected=selected)
-    gallery = [
-        (str(display_path(store, services.settings, c.image_sha256)), candidate_caption(i, c))
-        for i, c in enumerate(candidates)
-    ]
     return _look(
         looks,
         candidates=gallery,

@@ -21,17 +21,13 @@ from mmdemo.compare import (
     LabelEdit,
     clear_label,
     display_path,
-    ensure_corpus,
-    load,
     model_options,
-    resolve_model,
     set_label,
     undo_edit,
 )
 from mmdemo.images import image_path
 from mmdemo.negatives import (
     Candidate,
-    label_candidates,
     labeling_progress,
     next_pair_to_label,
 )
@@ -39,13 +35,7 @@ from mmdemo.services import Services
 from mmdemo.store import Collection, Pair, StoreError
 from mmdemo.ui.common import current_collection, default_collection, warn
 from mmdemo.ui.identity import LoginRequired, label_author, require_login
-from mmdemo.ui.results import (
-    FAILURES,
-    candidate_caption,
-    image_progress,
-    is_skip,
-    say_progress,
-)
+from mmdemo.ui.results import FAILURES, is_skip, load_candidates
 
 ALL_SPLITS = "all"
 SPLIT_CHOICES = ("train", "eval", "test", ALL_SPLITS)
@@ -175,27 +165,9 @@ def show_pair(
     keep_selection: bool = False,
 ) -> LabelView:
     """Show a pair: its caption, its image and the model's top candidates."""
-    store = services.store
     try:
-        pair = store.get_pair(pair_id)
-        ref = resolve_model(store, services.model, state.model)
-        say_progress(progress, f"Loading {ref.label}…")
-        loaded = load(services, ref)
-        ensure_corpus(
-            services,
-            loaded,
-            pair.collection_id,
-            pair.split,
-            image_progress(progress, f"Encoding images ({ref.label})"),
-        )
-        task = label_candidates(
-            store,
-            services.settings,
-            services.embeddings,
-            loaded.model,
-            loaded.fingerprint,
-            pair.id,
-            k=max(1, min(int(state.k), MAX_K)),
+        pair, ref, task, gallery = load_candidates(
+            services, state.model, pair_id, max(1, min(int(state.k), MAX_K)), progress
         )
     except FAILURES as exc:
         return view(state, message=warn(str(exc)))
@@ -204,10 +176,6 @@ def show_pair(
     if selected is None or selected >= len(candidates):
         selected = _next_selection(candidates, None)
     state = dataclasses.replace(state, pair_id=pair.id, candidates=candidates, selected=selected)
-    gallery = [
-        (str(display_path(store, services.settings, c.image_sha256)), candidate_caption(i, c))
-        for i, c in enumerate(candidates)
-    ]
     rank = f"#{task.positive_rank}" if task.positive_rank > 1 else "#1 (the model gets it)"
     pair_text = (
         f"### “{pair.caption}”\n\npair {pair.id} · {pair.split} split · its own image ranks "

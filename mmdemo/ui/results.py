@@ -1,8 +1,6 @@
-"""Pieces the Compare and Label tabs share: captions of result thumbnails, the metrics and
-per-query tables, the label author, and adapters from ``gr.Progress`` to the domain's callbacks.
-
-Everything here is plain formatting, no component is built.
-"""
+"""Pieces the Compare, Label and Curate tabs share: loading label candidates, captions of result
+thumbnails, the metrics and per-query tables, and adapters from ``gr.Progress`` to the domain's
+callbacks. No component is built here."""
 
 from __future__ import annotations
 
@@ -10,14 +8,22 @@ from typing import Any
 
 import pandas as pd
 
-from mmdemo.compare import CompareError, metric_rows
+from mmdemo.compare import (
+    CompareError,
+    ModelRef,
+    display_path,
+    ensure_corpus,
+    load,
+    metric_rows,
+    resolve_model,
+)
 from mmdemo.embeddings import ProgressFn
 from mmdemo.evaluation import EvaluationError
 from mmdemo.models import ModelLoadError
-from mmdemo.negatives import Candidate
+from mmdemo.negatives import Candidate, LabelTask, label_candidates
 from mmdemo.retrieval import Hit
-from mmdemo.store import StoreError
-from mmdemo.ui.identity import LOCAL_AUTHOR
+from mmdemo.services import Services
+from mmdemo.store import Pair, StoreError
 
 TABLE_COLUMNS = ["Δ rank", "A", "B", "query", "pair"]
 TABLE_ENDS = 20
@@ -30,16 +36,6 @@ FAILURES = (CompareError, ModelLoadError, StoreError, EvaluationError, ValueErro
 def is_skip(value: Any) -> bool:
     """Whether an output is ``gr.skip()`` (leave the component as it is)."""
     return isinstance(value, dict) and value == {"__type__": "update"}
-
-
-def author_of(profile: Any) -> str:
-    """The logged-in Hugging Face user on a Space with OAuth, else ``"local"``."""
-    if profile is None:
-        return LOCAL_AUTHOR
-    name = getattr(profile, "username", None)
-    if not name and isinstance(profile, dict):
-        name = profile.get("preferred_username") or profile.get("name")
-    return str(name or LOCAL_AUTHOR)
 
 
 def say_progress(progress: Any, text: str) -> None:
@@ -60,6 +56,42 @@ def image_progress(progress: Any, what: str) -> ProgressFn | None:
 
 
 # -- captions and tables ---------------------------------------------------------------------------
+def load_candidates(
+    services: Services, model_key: str | None, pair_id: int, k: int, progress: Any = None
+) -> tuple[Pair, ModelRef, LabelTask, list[tuple[str, str]]]:
+    """The model's top-``k`` candidates for a pair's caption (its own image left out), with the
+    gallery items that show them; what the Label tab and Curate's look-alikes both display.
+
+    Raises one of :data:`FAILURES` for the handler to turn into a message.
+    """
+    store = services.store
+    pair = store.get_pair(pair_id)
+    ref = resolve_model(store, services.model, model_key)
+    say_progress(progress, f"Loading {ref.label}…")
+    loaded = load(services, ref)
+    ensure_corpus(
+        services,
+        loaded,
+        pair.collection_id,
+        pair.split,
+        image_progress(progress, f"Encoding images ({ref.label})"),
+    )
+    task = label_candidates(
+        store,
+        services.settings,
+        services.embeddings,
+        loaded.model,
+        loaded.fingerprint,
+        pair.id,
+        k=k,
+    )
+    gallery = [
+        (str(display_path(store, services.settings, c.image_sha256)), candidate_caption(i, c))
+        for i, c in enumerate(task.candidates)
+    ]
+    return pair, ref, task, gallery
+
+
 def hit_caption(hit: Hit, label: str | None) -> str:
     """Rank, similarity and marks (✓ ground truth, ✗ hard negative, + also correct), then the
     caption; the gallery shows the start and the whole text on hover."""
