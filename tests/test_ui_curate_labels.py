@@ -14,6 +14,7 @@ from gradio.utils import get_type_hints
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.settings import Settings
 from mmdemo.ui import curate_handlers as h
+from mmdemo.ui import curate_lookalikes as lk
 from mmdemo.ui.app import build_app
 from mmdemo.ui.curate import lookalike_outputs
 from mmdemo.ui.results import is_skip
@@ -61,23 +62,23 @@ def opened(services: Services) -> h.CurateState:
     return view.state
 
 
-def loaded(services: Services, state: h.CurateState) -> h.LookalikeView:
-    return h.find_lookalikes(services, state, h.LookalikeState())
+def loaded(services: Services, state: h.CurateState) -> lk.LookalikeView:
+    return lk.find_lookalikes(services, state, lk.LookalikeState())
 
 
 def test_look_alikes_load_for_the_opened_pair_without_its_own_image(local):
     state = opened(local)
     pair = local.store.get_pair(state.selected)
     calls: list = []
-    view = h.find_lookalikes(
+    view = lk.find_lookalikes(
         local,
         state,
-        h.LookalikeState(),
+        lk.LookalikeState(),
         lambda value, desc=None, **kw: calls.append(desc),
     )
     looks = view.lookalikes
     assert looks.pair_id == pair.id
-    assert len(looks.candidates) == h.LOOKALIKES_K == len(view.candidates)
+    assert len(looks.candidates) == lk.LOOKALIKES_K == len(view.candidates)
     assert all(c.image_sha256 != pair.image_sha256 for c in looks.candidates)
     assert {local.store.get_pair(c.pair_id).split for c in looks.candidates} == {"train"}
     assert view.candidates[0][1].startswith("[1] ")
@@ -85,20 +86,20 @@ def test_look_alikes_load_for_the_opened_pair_without_its_own_image(local):
     assert any(desc and desc.startswith("Loading") for desc in calls)
     assert is_skip(view.stats) and is_skip(view.labels)  # nothing written, nothing refreshed
     outputs = lookalike_outputs(view)
-    assert len(outputs) == len(h.LookalikeView._fields)
-    assert isinstance(outputs[h.LookalikeView._fields.index("candidates")], gr.Gallery)
+    assert len(outputs) == len(lk.LookalikeView._fields)
+    assert isinstance(outputs[lk.LookalikeView._fields.index("candidates")], gr.Gallery)
 
 
 def test_mark_hard_negative_then_undo(local):
     state = opened(local)
     looks = loaded(local, state).lookalikes
-    refused = h.mark_lookalike(local, state, looks, "negative")
+    refused = lk.mark_lookalike(local, state, looks, "negative")
     assert "Click a look-alike first" in refused.message
     assert local.store.labels_for_pair(state.selected) == []
 
-    looks = h.select_lookalike(local, looks, 2).lookalikes
+    looks = lk.select_lookalike(local, looks, 2).lookalikes
     target = looks.candidates[2]
-    view = h.mark_lookalike(local, state, looks, "negative")
+    view = lk.mark_lookalike(local, state, looks, "negative")
     labels = local.store.labels_for_pair(state.selected)
     assert [(lab.kind, lab.negative_sha256, lab.author) for lab in labels] == [
         ("negative", target.image_sha256, "local")
@@ -110,20 +111,20 @@ def test_mark_hard_negative_then_undo(local):
     assert " ✗ " in view.candidates[2][1]
     assert view.lookalikes.selected == 2 and view.undo["visible"] is True
 
-    undone = h.undo_lookalike(local, state, view.lookalikes)
+    undone = lk.undo_lookalike(local, state, view.lookalikes)
     assert local.store.labels_for_pair(state.selected) == []
     assert undone.message.startswith("Undone: hard negative")
     assert "**0 labeled negatives**" in undone.stats
     assert undone.labels == "No hard-negative labels for this pair yet."
     assert undone.lookalikes.candidates[2].label is None
     assert undone.undo["visible"] is False
-    assert "Nothing to undo" in h.undo_lookalike(local, state, undone.lookalikes).message
+    assert "Nothing to undo" in lk.undo_lookalike(local, state, undone.lookalikes).message
 
 
 def test_mark_also_correct(local):
     state = opened(local)
-    looks = h.select_lookalike(local, loaded(local, state).lookalikes, 0).lookalikes
-    view = h.mark_lookalike(local, state, looks, "also-positive")
+    looks = lk.select_lookalike(local, loaded(local, state).lookalikes, 0).lookalikes
+    view = lk.mark_lookalike(local, state, looks, "also-positive")
     labels = local.store.labels_for_pair(state.selected)
     assert [(lab.kind, lab.negative_sha256) for lab in labels] == [
         ("also-positive", looks.candidates[0].image_sha256)
@@ -135,42 +136,42 @@ def test_mark_also_correct(local):
 
 def test_on_a_space_a_visitor_without_login_is_refused(space):
     state = opened(space)
-    looks = h.select_lookalike(space, loaded(space, state).lookalikes, 1).lookalikes
-    view = h.mark_lookalike(space, state, looks, "negative")
+    looks = lk.select_lookalike(space, loaded(space, state).lookalikes, 1).lookalikes
+    view = lk.mark_lookalike(space, state, looks, "negative")
     assert "Log in with your Hugging Face account" in view.message
     assert view.lookalikes == looks and is_skip(view.stats) and is_skip(view.candidates)
     assert space.store.labels_for_pair(state.selected) == []
 
-    marked = h.mark_lookalike(space, state, looks, "negative", ALICE)
+    marked = lk.mark_lookalike(space, state, looks, "negative", ALICE)
     assert [lab.author for lab in space.store.labels_for_pair(state.selected)] == ["alice"]
-    refused = h.undo_lookalike(space, state, marked.lookalikes)
+    refused = lk.undo_lookalike(space, state, marked.lookalikes)
     assert "Log in" in refused.message
     assert len(space.store.labels_for_pair(state.selected)) == 1
-    h.undo_lookalike(space, state, marked.lookalikes, ALICE)
+    lk.undo_lookalike(space, state, marked.lookalikes, ALICE)
     assert space.store.labels_for_pair(state.selected) == []
 
 
 def test_loading_is_lazy_and_follows_the_opened_pair(local):
     state = opened(local)
     # A pair opened with the accordion closed: nothing loads.
-    closed = h.pair_changed(local, state, h.LookalikeState())
+    closed = lk.pair_changed(local, state, lk.LookalikeState())
     assert closed.lookalikes.pair_id is None and closed.candidates == []
     assert "Find look-alikes" in closed.message
     # Opening the accordion loads them; opening it again does not reload.
-    first = h.expand_lookalikes(local, state, closed.lookalikes)
+    first = lk.expand_lookalikes(local, state, closed.lookalikes)
     assert first.lookalikes.opened and first.lookalikes.pair_id == state.selected
-    again = h.expand_lookalikes(local, state, first.lookalikes)
+    again = lk.expand_lookalikes(local, state, first.lookalikes)
     assert is_skip(again.candidates) and again.lookalikes.candidates == first.lookalikes.candidates
     # Another pair opened while the accordion is open: its look-alikes load at once.
     other = h.open_pair(local, state, state.page_ids.index(state.selected) + 1).state
-    moved = h.pair_changed(local, other, first.lookalikes)
+    moved = lk.pair_changed(local, other, first.lookalikes)
     assert moved.lookalikes.pair_id == other.selected != state.selected
     # Closed again: the next pair's candidates are dropped, not loaded.
-    shut = h.collapse_lookalikes(local, moved.lookalikes).lookalikes
+    shut = lk.collapse_lookalikes(local, moved.lookalikes).lookalikes
     assert not shut.opened
-    dropped = h.pair_changed(local, state, shut)
+    dropped = lk.pair_changed(local, state, shut)
     assert dropped.lookalikes.pair_id is None and dropped.lookalikes.candidates == ()
-    assert "Open a pair first" in h.find_lookalikes(local, h.CurateState(), shut).message
+    assert "Open a pair first" in lk.find_lookalikes(local, h.CurateState(), shut).message
 
 
 def test_the_panel_is_wired_with_the_login(local):

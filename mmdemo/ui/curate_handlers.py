@@ -9,7 +9,6 @@ overwritten by an unrelated event (paging, filtering, importing).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import re
@@ -20,22 +19,14 @@ from typing import Any, NamedTuple
 import gradio as gr
 import pandas as pd
 
-from mmdemo.compare import (
-    BASE,
-    LabelEdit,
-    set_label,
-    undo_edit,
-)
 from mmdemo.hub import on_space
 from mmdemo.images import image_path, thumb_path
 from mmdemo.importers import IMAGE_EXTENSIONS, ImportFailed, import_source, import_uploads
 from mmdemo.ingest import ImportReport
-from mmdemo.negatives import Candidate
 from mmdemo.services import Services
 from mmdemo.store import SPLITS, Collection, Pair, StoreError
 from mmdemo.ui.common import collection_names, default_collection, progress_callback, warn
-from mmdemo.ui.identity import LoginRequired, label_author, require_login
-from mmdemo.ui.results import FAILURES, load_candidates
+from mmdemo.ui.identity import LoginRequired, require_login
 
 PAGE_SIZE = 48
 ALL_SPLITS = "all"
@@ -43,7 +34,6 @@ SPLIT_FROM_DATA = "as in the data"
 REJECTED_COLUMNS = ["Item", "Reason"]
 SPACE_SOURCES = "On a Space only uploads and Hub dataset ids can be imported"
 _HUB_DATASET = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-LOOKALIKES_K = 8
 
 
 @dataclass(frozen=True)
@@ -100,7 +90,9 @@ def initial_state(services: Services) -> CurateState:
     return CurateState(collection=default_collection(services))
 
 
-def _current(services: Services, state: CurateState) -> tuple[CurateState, Collection | None]:
+def current_collection_of(
+    services: Services, state: CurateState
+) -> tuple[CurateState, Collection | None]:
     """The state's collection, falling back to the default one if it disappeared."""
     if state.collection is not None:
         found = services.store.find_collection(state.collection)
@@ -113,7 +105,7 @@ def _current(services: Services, state: CurateState) -> tuple[CurateState, Colle
     return state, services.store.find_collection(name) if name else None
 
 
-def _stats_text(services: Services, collection: Collection | None) -> str:
+def stats_text(services: Services, collection: Collection | None) -> str:
     if collection is None:
         return "No collection yet: create one under **Manage collections**."
     stats = services.store.collection_stats(collection.id)
@@ -144,7 +136,7 @@ def _gallery_caption(pair: Pair) -> str:
     return text if pair.split == "train" else f"[{pair.split}] {text}"
 
 
-def _labels_text(services: Services, pair: Pair) -> str:
+def labels_text(services: Services, pair: Pair) -> str:
     labels = services.store.labels_for_pair(pair.id)
     if not labels:
         return "No hard-negative labels for this pair yet."
@@ -181,7 +173,7 @@ def _editor(services: Services, state: CurateState) -> dict[str, Any]:
         "image": str(_original(services, pair)),
         "caption": pair.caption,
         "split": pair.split,
-        "labels": _labels_text(services, pair),
+        "labels": labels_text(services, pair),
     }
 
 
@@ -192,7 +184,7 @@ def render(
 
     ``editor=False`` leaves the pair editor as it is on the page (``gr.skip()``).
     """
-    state, collection = _current(services, state)
+    state, collection = current_collection_of(services, state)
     store = services.store
     split = None if state.split_filter in (ALL_SPLITS, "", None) else state.split_filter
     pairs: list[Pair] = []
@@ -231,7 +223,7 @@ def render(
         state=state,
         collection=state.collection,
         picker=gr.update(choices=collection_names(services), value=state.collection),
-        stats=_stats_text(services, collection),
+        stats=stats_text(services, collection),
         gallery=[(_thumb(services, p), _gallery_caption(p)) for p in pairs],
         page_label=page_label,
         prev=gr.update(interactive=state.page > 0),
@@ -564,209 +556,3 @@ def import_files(
         )
     view = render(services, state, editor=False)
     return ImportOutcome(summary, _rejected_frame(reports, failures), view)
-
-
-# -- hard negatives for the opened pair's caption ---------------------------------------------
-@dataclass(frozen=True)
-class LookalikeState:
-    """The look-alikes panel of one browser session (its own ``gr.State``): the base model's
-    top candidates for the opened pair's caption, the one selected and the last label change."""
-
-    pair_id: int | None = None
-    """The pair the candidates were found for (``None``: none loaded)."""
-    candidates: tuple[Candidate, ...] = ()
-    selected: int | None = None
-    """Index into ``candidates``."""
-    last_edit: LabelEdit | None = None
-    opened: bool = False
-    """Whether the accordion is open: then opening another pair loads its candidates at once."""
-
-
-class LookalikeView(NamedTuple):
-    """Every output of the look-alikes panel, in the order of the event outputs."""
-
-    lookalikes: LookalikeState
-    stats: Any  # the Curate counts line
-    labels: Any  # the opened pair's labels
-    candidates: Any  # list[(path, caption)] or gr.skip(); see curate.lookalike_outputs
-    selection: Any
-    undo: Any
-    message: Any
-
-
-LOOKALIKES_HINT = "*Press **Find look-alikes** to see the images the base model confuses with it.*"
-
-
-def _look(looks: LookalikeState, **fields: Any) -> LookalikeView:
-    """A view that changes ``fields`` and leaves every other output as it is."""
-    values = {name: gr.skip() for name in LookalikeView._fields}
-    values.update(fields, lookalikes=looks)
-    return LookalikeView(**values)
-
-
-def _look_selection(looks: LookalikeState) -> str:
-    if looks.pair_id is None:
-        return ""
-    if not looks.candidates:
-        return "No other images to compare with in this split."
-    if looks.selected is None or not 0 <= looks.selected < len(looks.candidates):
-        return "*Click a look-alike, then mark it.*"
-    c = looks.candidates[looks.selected]
-    flag = " — ⚠ scored almost as high as the positive: maybe correct" * c.possible_false_negative
-    return f"**Selected [{looks.selected + 1}]:** pair {c.pair_id}, “{c.caption}”{flag}"
-
-
-def _look_undo(looks: LookalikeState) -> Any:
-    return gr.update(visible=looks.last_edit is not None)
-
-
-def _refreshed(services: Services, state: CurateState) -> dict[str, Any]:
-    """The counts line and the opened pair's labels as the store has them now."""
-    _, collection = _current(services, state)
-    fields: dict[str, Any] = {"stats": _stats_text(services, collection)}
-    if state.selected is not None:
-        with contextlib.suppress(StoreError):  # the pair is gone: its labels stay as shown
-            fields["labels"] = _labels_text(services, services.store.get_pair(state.selected))
-    return fields
-
-
-def _cleared(looks: LookalikeState, message: str = "") -> LookalikeView:
-    looks = dataclasses.replace(looks, pair_id=None, candidates=(), selected=None)
-    return _look(looks, candidates=[], selection="", message=message)
-
-
-def _load_lookalikes(
-    services: Services,
-    looks: LookalikeState,
-    pair_id: int,
-    progress: Any = None,
-    message: str = "",
-    keep_selection: bool = False,
-) -> LookalikeView:
-    """Find the base model's top candidates for the pair's caption, its own image left out."""
-    try:
-        pair, ref, task, gallery = load_candidates(services, BASE, pair_id, LOOKALIKES_K, progress)
-    except FAILURES as exc:
-        return _look(looks, message=warn(str(exc)))
-    candidates = tuple(task.candidates)
-    selected = looks.selected if keep_selection and looks.pair_id == pair.id else None
-    if selected is not None and selected >= len(candidates):
-        selected = None
-    looks = dataclasses.replace(looks, pair_id=pair.id, candidates=candidates, selected=selected)
-    return _look(
-        looks,
-        candidates=gallery,
-        selection=_look_selection(looks),
-        undo=_look_undo(looks),
-        message=message or f"Top {len(candidates)} under {ref.label}; ✗ and + mark labels.",
-    )
-
-
-def find_lookalikes(
-    services: Services, state: CurateState, looks: LookalikeState, progress: Any = None
-) -> LookalikeView:
-    """The "Find look-alikes" button: (re)load the candidates for the opened pair."""
-    if state.selected is None:
-        return _cleared(looks, "Open a pair first.")
-    return _load_lookalikes(services, looks, state.selected, progress, keep_selection=True)
-
-
-def expand_lookalikes(
-    services: Services, state: CurateState, looks: LookalikeState, progress: Any = None
-) -> LookalikeView:
-    """The accordion was opened: load the candidates unless they are there already."""
-    looks = dataclasses.replace(looks, opened=True)
-    if state.selected is None:
-        return _cleared(looks, "Open a pair first.")
-    if looks.pair_id == state.selected:
-        return _look(looks)
-    return _load_lookalikes(services, looks, state.selected, progress)
-
-
-def collapse_lookalikes(services: Services, looks: LookalikeState) -> LookalikeView:
-    """The accordion was closed: nothing loads until it opens again."""
-    return _look(dataclasses.replace(looks, opened=False))
-
-
-def pair_changed(
-    services: Services, state: CurateState, looks: LookalikeState, progress: Any = None
-) -> LookalikeView:
-    """After the editor changed (a pair opened, deleted or restored): candidates for another
-    pair are dropped; with the accordion open the new pair's load at once."""
-    if looks.pair_id is not None and looks.pair_id == state.selected:
-        return _look(looks)
-    if state.selected is not None and looks.opened:
-        return _load_lookalikes(services, looks, state.selected, progress)
-    return _cleared(looks, LOOKALIKES_HINT if state.selected is not None else "")
-
-
-def select_lookalike(services: Services, looks: LookalikeState, index: int) -> LookalikeView:
-    """A click on a candidate."""
-    if not 0 <= index < len(looks.candidates):
-        return _look(looks, message="There is no such look-alike.")
-    looks = dataclasses.replace(looks, selected=int(index))
-    return _look(looks, selection=_look_selection(looks))
-
-
-def mark_lookalike(
-    services: Services,
-    state: CurateState,
-    looks: LookalikeState,
-    kind: str,
-    profile: Any = None,
-) -> LookalikeView:
-    """Label the selected look-alike *hard negative* (``"negative"``) or *also correct*
-    (``"also-positive"``) for the pair's caption (on a Space: logged-in users only)."""
-    try:
-        author = label_author(services.settings, profile)
-    except LoginRequired as exc:
-        return _look(looks, message=warn(exc.message))
-    if looks.pair_id is None:
-        return _look(looks, message=warn("Find the look-alikes first."))
-    if looks.selected is None or not 0 <= looks.selected < len(looks.candidates):
-        return _look(looks, message=warn("Click a look-alike first."))
-    candidate = looks.candidates[looks.selected]
-    try:
-        edit = set_label(
-            services.store, looks.pair_id, kind, sha256=candidate.image_sha256, author=author
-        )
-    except StoreError as exc:
-        return _look(looks, message=warn(str(exc)))
-    looks = dataclasses.replace(looks, last_edit=edit)
-    view = _load_lookalikes(
-        services,
-        looks,
-        looks.pair_id,
-        message=f"Saved: {edit.describe()} (by {author}).",
-        keep_selection=True,
-    )
-    return view._replace(**_refreshed(services, state))
-
-
-def undo_lookalike(
-    services: Services,
-    state: CurateState,
-    looks: LookalikeState,
-    profile: Any = None,
-) -> LookalikeView:
-    """Take back the last label change of this panel (on a Space: logged-in users only)."""
-    try:
-        require_login(profile, services.settings)
-    except LoginRequired as exc:
-        return _look(looks, message=warn(exc.message))
-    edit = looks.last_edit
-    if edit is None:
-        return _look(looks, message=warn("Nothing to undo."))
-    looks = dataclasses.replace(looks, last_edit=None)
-    try:
-        undo_edit(services.store, edit)
-    except StoreError as exc:
-        return _look(looks, undo=_look_undo(looks), message=warn(str(exc)))
-    message = f"Undone: {edit.describe()}."
-    if looks.pair_id is None:
-        view = _look(looks, undo=_look_undo(looks), message=message)
-    else:
-        view = _load_lookalikes(
-            services, looks, looks.pair_id, message=message, keep_selection=True
-        )
-    return view._replace(**_refreshed(services, state))
