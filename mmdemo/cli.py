@@ -214,7 +214,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> object:
 def _services(settings: Settings):
     from mmdemo.services import Services
 
-    return Services.create(settings, demo=False)
+    # Read-only commands: a run the app (or another CLI) is training must not be marked interrupted.
+    return Services.create(settings, demo=False, recover_runs=False)
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> object:

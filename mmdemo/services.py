@@ -34,17 +34,21 @@ class Services:
     """The one background job (a finetune) of this process."""
 
     @classmethod
-    def create(cls, settings: Settings, *, demo: bool = True) -> Services:
+    def create(
+        cls, settings: Settings, *, demo: bool = True, recover_runs: bool = True
+    ) -> Services:
         """Open everything the app needs; never waits on the network for long.
 
         Creates the runtime folders, opens (and migrates) the store, marks runs that a previous
-        process left running as interrupted, ensures the demo collection (unless ``demo`` is
-        false) and resolves the base model (waits at most ``settings.hub_timeout_s``).
+        process left running as interrupted (unless ``recover_runs`` is false: a CLI command
+        beside a running app must not mark the app's run), ensures the demo collection (unless
+        ``demo`` is false) and resolves the base model (waits at most ``settings.hub_timeout_s``).
         """
         settings.ensure_dirs()
         store = Store(settings.db_path)
         try:
-            store.mark_interrupted_runs()
+            if recover_runs:
+                store.mark_interrupted_runs()
             if demo:
                 ensure_demo_collection(store, settings, name=DEMO_COLLECTION)
             model = resolve_base_model(settings)
@@ -56,7 +60,7 @@ class Services:
             store=store,
             model=model,
             embeddings=EmbeddingCache(settings),
-            jobs=JobManager(store),
+            jobs=JobManager(),
         )
 
     def close(self) -> None:

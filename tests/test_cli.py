@@ -205,3 +205,19 @@ def test_train_command_under_torchrun_two_processes(tmp_path: Path):
     assert run.name == results[0]["run"] and run.status == "finished"
     assert json.loads((Path(run.path) / "config.json").read_text())["world_size"] == 2
     store.close()
+
+
+def test_read_only_commands_leave_a_running_run_alone(capsys, home: Path):
+    """`eval`/`search` beside an app that is training must not mark its run interrupted."""
+    from mmdemo.services import Services
+    from mmdemo.settings import Settings
+
+    settings = Settings.from_env(
+        {"MMDEMO_HOME": str(home), "MMDEMO_DEMO_PAIRS": "40", "MMDEMO_BASE_MODEL": "tiny"}
+    )
+    services = Services.create(settings)
+    services.store.create_run("busy", None, "tiny", str(home / "runs" / "busy"), status="running")
+    code, _, err = run_cli(capsys, "--home", str(home), "eval", "--collection", "demo-shapes")
+    assert code == 0, err
+    assert services.store.get_run("busy").status == "running"
+    services.close()
