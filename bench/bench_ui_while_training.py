@@ -14,7 +14,6 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -71,14 +70,19 @@ def main() -> None:
     parser.add_argument("--gap-ms", type=float, default=20.0)
     parser.add_argument("--train-minutes", type=float, default=1.0)
     parser.add_argument(
-        "--switch-interval-ms",
+        "--niceness",
+        type=int,
+        default=None,
+        help="nice value of the training threads (default: the app's, MMDEMO_TRAIN_NICENESS)",
+    )
+    parser.add_argument(
+        "--gil-interval-ms",
         type=float,
         default=None,
-        help="sys.setswitchinterval for the run (how long a thread may hold the GIL)",
+        help="GIL switch interval while training (default: the app's, "
+        "MMDEMO_TRAIN_GIL_INTERVAL_MS; 0 = Python's 5 ms)",
     )
     args = parser.parse_args()
-    if args.switch_interval_ms is not None:
-        sys.setswitchinterval(args.switch_interval_ms / 1000)
 
     from mmdemo.jobs import TrainingJob
     from mmdemo.services import Services
@@ -89,6 +93,9 @@ def main() -> None:
     gap = args.gap_ms / 1000
     with tempfile.TemporaryDirectory(prefix="mmdemo-bench-ui-") as tmp:
         settings = Settings.from_env({"MMDEMO_HOME": tmp, "MMDEMO_BASE_MODEL": "tiny"})
+        settings = settings.with_overrides(
+            train_niceness=args.niceness, train_gil_interval_ms=args.gil_interval_ms
+        )
         services = Services.create(settings, demo=False)
         try:
             total = _fill(services, args.pairs)
@@ -124,11 +131,16 @@ def main() -> None:
                         and services.jobs.status(job_id).progress.get("phase") != "training"
                     ):
                         time.sleep(0.05)
+                    first_step = services.jobs.status(job_id).progress.get("step", 0)
+                    began = time.perf_counter()
                     results["busy"] = _time_pages(
                         services, pages, rng, args.samples, gap, until=training
                     )
                     results["still_training"] = training()
                     results["steps"] = services.jobs.status(job_id).progress.get("step", 0)
+                    results["steps_per_s"] = (results["steps"] - first_step) / (
+                        time.perf_counter() - began
+                    )
                     services.jobs.cancel(job_id)
                     services.jobs.wait(job_id)
                     done.set()
@@ -153,8 +165,10 @@ def main() -> None:
         "training": busy_stats,
         "ratio_p50": round(busy_stats["p50_ms"] / idle_stats["p50_ms"], 2),
         "ratio_p95": round(busy_stats["p95_ms"] / idle_stats["p95_ms"], 2),
-        "gil_switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
+        "train_niceness": settings.train_niceness,
+        "train_gil_interval_ms": settings.train_gil_interval_ms,
         "training_steps_during_measurement": steps,
+        "training_steps_per_s": round(results["steps_per_s"], 1),
         "training_covered_all_samples": still_training,
     }
     print(json.dumps(report))

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmdemo.priority import lower_cpu_priority, short_gil_slices
 from mmdemo.store import Store
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,17 @@ class JobManager:
     ``interrupted`` when created (that process died, so they will never finish).
     """
 
-    def __init__(self, store: Store | None = None, keep: int = 20):
+    def __init__(
+        self,
+        store: Store | None = None,
+        keep: int = 20,
+        niceness: int = 0,
+        gil_interval_s: float = 0.0,
+    ):
+        """``niceness`` and ``gil_interval_s``: how jobs make way for web requests (see
+        :mod:`mmdemo.priority`); 0 leaves the thread's priority and the GIL alone."""
+        self._niceness = niceness
+        self._gil_interval_s = gil_interval_s
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue | None = None
         """Set by :meth:`run_jobs_here`: jobs then run on that thread instead of a new one."""
@@ -218,7 +229,9 @@ class JobManager:
     def _run(self, job: _Job, fn: Callable[[JobContext], Any]) -> None:
         state, message, result = "finished", "", None
         try:
-            result = fn(job.context)
+            lower_cpu_priority(self._niceness)
+            with short_gil_slices(self._gil_interval_s):
+                result = fn(job.context)
             status = getattr(result, "status", None)
             if status in _FINAL_RESULT_STATES:
                 state = status

@@ -60,7 +60,10 @@ class Services:
             store=store,
             model=model,
             embeddings=EmbeddingCache(settings),
-            jobs=JobManager(),
+            jobs=JobManager(
+                niceness=settings.train_niceness,
+                gil_interval_s=settings.train_gil_interval_ms / 1000,
+            ),
         )
 
     def close(self) -> None:

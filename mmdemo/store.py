@@ -10,6 +10,8 @@ records their metadata. Deleting a pair is a soft delete (``deleted_at``) so it 
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -18,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SPLITS = ("train", "eval", "test")
 LABEL_KINDS = ("negative", "also-positive")
 RUN_STATUSES = ("queued", "running", "finished", "cancelled", "failed", "interrupted")
@@ -83,6 +85,9 @@ _MIGRATIONS: dict[int, str] = {
         finished_at   REAL
     );
     """,
+    2: """
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    """,
 }
 
 
@@ -136,6 +141,8 @@ class Run:
     created_at: float
     updated_at: float
     finished_at: float | None
+    owner: str | None = None
+    """The process that created the run (:func:`process_owner`)."""
 
 
 @dataclass(frozen=True)
@@ -619,8 +626,18 @@ class Store:
             with self.transaction() as conn:
                 cur = conn.execute(
                     "INSERT INTO runs(name, collection_id, base_model, status, path, config_json,"
-                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, collection_id, base_model, status, path, config_json, now, now),
+                    " created_at, updated_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        collection_id,
+                        base_model,
+                        status,
+                        path,
+                        config_json,
+                        now,
+                        now,
+                        process_owner(),
+                    ),
                 )
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"A run named {name!r} already exists.") from exc
@@ -671,15 +688,57 @@ class Store:
         return [Run(**dict(r)) for r in rows]
 
     def mark_interrupted_runs(self) -> int:
-        """Runs left ``queued``/``running`` by a process that died become ``interrupted``."""
+        """Runs left ``queued``/``running`` by a process that died become ``interrupted``.
+
+        Called when the app starts, so the caller runs nothing yet. A run whose owner is another
+        live process on this machine (a CLI ``train`` beside the app) is left alone.
+        """
         with self.transaction() as conn:
-            cur = conn.execute(
+            rows = conn.execute(
+                "SELECT id, owner FROM runs WHERE status IN ('queued', 'running')"
+            ).fetchall()
+            stale = [row["id"] for row in rows if not _is_other_live_process(row["owner"])]
+            conn.executemany(
                 "UPDATE runs SET status = 'interrupted', updated_at = ?,"
                 " message = COALESCE(message, 'The app stopped while this run was in progress.')"
-                " WHERE status IN ('queued', 'running')",
-                (_now(),),
+                " WHERE id = ?",
+                [(_now(), run_id) for run_id in stale],
             )
-        return cur.rowcount
+        return len(stale)
+
+
+def _process_start(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks after boot, from ``/proc``), so that a pid the system
+    reused never passes for the old process; ``None`` if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None  # field 22 of stat(5); 3 precede this slice
+
+
+def process_owner(pid: int | None = None) -> str:
+    """``host:pid:start`` of a process (default: this one), recorded on the runs it creates."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid) or '?'}"
+
+
+def _is_other_live_process(owner: str | None) -> bool:
+    if not owner or owner == process_owner():
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine sharing the folder, or unreadable: cannot tell
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    return start == "?" or _process_start(pid) == start
 
 
 def _pair(row: sqlite3.Row) -> Pair:

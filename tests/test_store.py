@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from mmdemo.images import ImageLimits, ingest_image_bytes
-from mmdemo.store import SCHEMA_VERSION, Store, StoreError
+from mmdemo.store import _MIGRATIONS, SCHEMA_VERSION, Store, StoreError, process_owner
 from tests.conftest import make_image_bytes
 
 
@@ -157,6 +160,57 @@ def test_runs_and_interrupted_marking(store):
     done = store.update_run("r1", status="failed", message="boom", finished=True)
     assert done.finished_at is not None and done.message == "boom"
     assert [r.name for r in store.list_runs(c.id)] == ["r2", "r1"]
+
+
+def test_a_run_of_another_live_process_is_not_marked_interrupted(store, settings):
+    """An app starting while a CLI `train` runs leaves that run alone, until its process dies."""
+    child_code = (
+        "import sys, time\n"
+        "from mmdemo.store import Store\n"
+        "Store(sys.argv[1]).create_run('cli-run', None, 'tiny', '/tmp/cli-run', status='running')\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen(
+        [sys.executable, "-c", child_code, str(settings.db_path)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        store.create_run("mine-left-over", None, "tiny", "/tmp/mine", status="running")
+        assert store.get_run("cli-run").owner.split(":")[1] == str(child.pid)
+        assert store.mark_interrupted_runs() == 1  # only this process's own left-over run
+        assert store.get_run("cli-run").status == "running"
+        assert store.get_run("mine-left-over").status == "interrupted"
+    finally:
+        child.kill()
+        child.wait()
+    assert store.mark_interrupted_runs() == 1
+    assert store.get_run("cli-run").status == "interrupted"
+
+
+def test_a_version_1_database_gains_run_owners_and_keeps_its_runs(settings):
+    conn = sqlite3.connect(settings.db_path)
+    conn.executescript(_MIGRATIONS[1])
+    conn.execute(
+        "INSERT INTO runs(name, base_model, status, path, created_at, updated_at)"
+        " VALUES ('old', 'tiny', 'running', '/tmp/old', 1, 1)"
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = Store(settings.db_path)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        old = store.get_run("old")
+        assert old.owner is None and old.status == "running"
+        assert store.mark_interrupted_runs() == 1  # no owner: the app that made it is gone
+        assert store.create_run("new", None, "tiny", "/tmp/new").owner == process_owner()
+    finally:
+        store.close()
 
 
 def test_two_connections_edit_concurrently_without_losing_writes(settings):
