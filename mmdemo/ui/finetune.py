@@ -110,13 +110,6 @@ def build_finetune(services: Services, shared: Shared) -> None:
         with gr.Column(scale=5):
             status = gr.Markdown(h.NO_JOB, elem_id="mm-ft-status")
             bar = gr.HTML(h.progress_html(None), elem_id="mm-ft-bar")
-            metrics_title = gr.Markdown(h.NO_METRICS, elem_id="mm-ft-metrics-title")
-            metrics = gr.Dataframe(
-                headers=METRICS_COLUMNS,
-                interactive=False,
-                show_label=False,
-                elem_id="mm-ft-metrics",
-            )
         with gr.Column(scale=4):
             curve = gr.LinePlot(
                 x=LOSS_COLUMNS[0],
@@ -124,9 +117,17 @@ def build_finetune(services: Services, shared: Shared) -> None:
                 label="Training loss",
                 x_title="step",
                 y_title="loss",
-                height=300,
+                height=240,
                 elem_id="mm-ft-loss-curve",
             )
+    # Full width: seven columns do not fit beside the loss curve.
+    metrics_title = gr.Markdown(h.NO_METRICS, elem_id="mm-ft-metrics-title")
+    metrics = gr.Dataframe(
+        headers=METRICS_COLUMNS,
+        interactive=False,
+        show_label=False,
+        elem_id="mm-ft-metrics",
+    )
     with gr.Row(equal_height=True):
         gr.Markdown("### Past runs · click one to see its metrics")
         refresh_btn = gr.Button("↻ Runs", size="sm", scale=0, min_width=80)
