@@ -32,6 +32,7 @@ from mmdemo.settings import Settings
 from mmdemo.ui import compare_handlers as h
 from mmdemo.ui.compare import as_outputs
 from mmdemo.ui.compare_handlers import CompareState
+from mmdemo.ui.compare_models import NO_RUN_NOTE, SAME_MODEL_NOTE
 from mmdemo.ui.results import TABLE_COLUMNS, is_skip, metrics_markdown
 
 DEMO_PAIRS = 24
@@ -133,7 +134,7 @@ def test_without_a_run_the_base_model_is_explored_alone(services):
         state = h.initial_state(services)
         assert (state.model_a, state.model_b) == ("base", "base")
         view = h.on_load(services, state, DEMO_COLLECTION)
-        assert view.note == h.NO_RUN_NOTE
+        assert view.note == NO_RUN_NOTE
         assert "Finetune tab" in view.note
         view = h.open_tab(services, view.state, 8)
         assert view.state.single
@@ -359,7 +360,7 @@ def test_changing_models_reruns_the_query(services):
         hit["pair_id"] for hit in search_command(services, DEMO_COLLECTION, RUN, pair.caption, 4)
     ]
     same = h.choose_models(services, view.state, "base", "base", 4)
-    assert same.state.single and same.note == h.SAME_MODEL_NOTE and same.gallery_b == []
+    assert same.state.single and same.note == SAME_MODEL_NOTE and same.gallery_b == []
     bad = h.choose_models(services, view.state, "base", "no-such-run", 4)
     assert "No run or model folder" in bad.message
 

@@ -1,7 +1,8 @@
 """The Compare tab: two models side by side on the same query, their metrics, and labeling.
 
-The layout and the wiring live here; the handlers (plain functions, tested directly) live in
-:mod:`mmdemo.ui.compare_handlers`.
+The layout and the wiring live here; the handlers (plain functions, tested directly) are named
+by :mod:`mmdemo.ui.compare_handlers` (labeling the results: :mod:`mmdemo.ui.compare_labels`),
+the state and the view they return live in :mod:`mmdemo.ui.compare_view`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,9 @@ from gradio.context import get_render_context
 from mmdemo.services import Services
 from mmdemo.ui import compare_handlers as h
 from mmdemo.ui.common import Shared
-from mmdemo.ui.compare_handlers import (
-    DEFAULT_K,
-    DIRECTIONS,
-    TABLE_COLUMNS,
-    CompareState,
-    CompareView,
-)
-from mmdemo.ui.results import is_skip
+from mmdemo.ui.compare_handlers import DEFAULT_K, DIRECTIONS
+from mmdemo.ui.compare_view import CompareState, CompareView
+from mmdemo.ui.results import TABLE_COLUMNS, is_skip
 
 
 def as_outputs(view: CompareView) -> tuple:

@@ -1,328 +1,59 @@
-"""The Compare tab's state and handlers (the layout is in :mod:`mmdemo.ui.compare`).
+"""The Compare tab's handlers (the layout is in :mod:`mmdemo.ui.compare`): page load, opening the
+tab, choosing the models and the table's direction, and the queries.
 
 Handlers are plain functions ``handler(services, state, *values) -> CompareView``, called directly
 by the tests. A view names every output of the tab; a handler fills in what it changes and leaves
 the rest as ``gr.skip()``. Heavy work (loading a model, encoding a collection the first time)
 reports through ``progress`` (a ``gr.Progress`` in the app).
+
+The pieces live beside this module: the state, the view and the result galleries in
+:mod:`~mmdemo.ui.compare_view`, the models and their comparison in
+:mod:`~mmdemo.ui.compare_models`, labeling the results in :mod:`~mmdemo.ui.compare_labels`. The
+state types and the labeling handlers are re-exported here, so this module names every handler
+of the tab.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import gradio as gr
-import pandas as pd
 
-from mmdemo.compare import (
-    BASE,
-    LabelEdit,
-    LoadedModel,
-    ModelRef,
-    binding,
-    default_keys,
-    display_path,
-    ensure_corpus,
-    load,
-    model_metrics,
-    model_options,
-    rank_changes,
-    resolve_model,
-    set_label,
-    undo_edit,
-)
-from mmdemo.negatives import suggest_negative_captions
+from mmdemo.compare import BASE, default_keys, display_path, ensure_corpus, rank_changes
 from mmdemo.retrieval import Hit, ImageQuery, search_collection
 from mmdemo.services import Services
 from mmdemo.store import Collection, StoreError
 from mmdemo.ui.common import current_collection, default_collection, warn
-from mmdemo.ui.identity import LoginRequired, label_author, require_login
-from mmdemo.ui.results import (
-    FAILURES,
-    TABLE_COLUMNS,
-    hit_caption,
-    image_progress,
-    is_skip,
-    metrics_markdown,
-    say_progress,
-    table_frame,
+
+# Re-exported so that this module names every handler of the tab (the app and tests call them).
+from mmdemo.ui.compare_labels import add_negative_caption, mark, select_hit, undo  # noqa: F401
+from mmdemo.ui.compare_models import (
+    comparison,
+    empty_table,
+    keys_still_valid,
+    load_models,
+    loaded_key,
+    model_dropdowns,
+    model_note,
+    model_refs,
 )
+from mmdemo.ui.compare_view import (
+    CompareState,
+    CompareView,
+    galleries,
+    negative_suggestions,
+    selected_hit,
+    selection_text,
+    undo_button,
+    view,
+)
+from mmdemo.ui.results import FAILURES, TABLE_COLUMNS, image_progress, is_skip, table_frame
 
 DIRECTIONS = {"text → image": "text_to_image", "image → text": "image_to_text"}
 PICKER_SIZE = 24
 CAPTION_CHOICES = 500
 DEFAULT_K = 8
-NO_RUN_NOTE = (
-    "No finished run yet: **train a model in the Finetune tab**, then compare it with the base "
-    "model here. Until then you can explore the base model alone."
-)
-SAME_MODEL_NOTE = "A and B are the same model: pick another one for B to compare."
-
-
-@dataclass(frozen=True)
-class CompareState:
-    """What one browser session compares and shows (kept in ``gr.State``)."""
-
-    collection: str | None = None
-    model_a: str = BASE
-    model_b: str = BASE
-    single: bool = True
-    """Only model A is shown (no run to compare with, or B is the same model)."""
-    loaded_for: tuple | None = None
-    """(collection, A, B, pairs signature) the metrics and the table were computed for."""
-    direction: str = "text_to_image"
-    query_kind: str | None = None
-    """``"text"``, ``"image"`` (a stored image) or ``"upload"``."""
-    query_text: str = ""
-    query_sha: str | None = None
-    anchor: int | None = None
-    """The pair labels attach to: its caption is the query, or its image is."""
-    hits_a: tuple[Hit, ...] = ()
-    hits_b: tuple[Hit, ...] = ()
-    selected: tuple[str, int] | None = None
-    """``("a" | "b", index)`` of the selected result."""
-    last_edit: LabelEdit | None = None
-    """The label change the Undo button takes back."""
-    picker_ids: tuple[int, ...] = ()
-    """Pair ids of the image picker, in order: a picker click gives an index into this."""
-
-
-class CompareView(NamedTuple):
-    """Every output of the Compare tab, in the order of the event outputs."""
-
-    state: CompareState
-    model_a: Any
-    model_b: Any
-    note: Any
-    metrics: Any
-    table: Any
-    title_a: Any
-    title_b: Any
-    gallery_a: Any  # list[(path, caption)], or gr.skip(); see compare.as_outputs
-    gallery_b: Any
-    column_b: Any
-    selection: Any
-    negative_caption: Any
-    undo: Any
-    message: Any
-    captions: Any
-    picker: Any
-
-
-def view(state: CompareState, **fields: Any) -> CompareView:
-    """A view that changes ``fields`` and leaves every other output as it is."""
-    values = {name: gr.skip() for name in CompareView._fields}
-    values.update(fields, state=state)
-    return CompareView(**values)
-
-
-# -- models and collection ----------------------------------------------------------------------
-
-
-def _options(services: Services) -> list[ModelRef]:
-    return model_options(services.store, services.model)
-
-
-def _dropdowns(services: Services, state: CompareState) -> dict[str, Any]:
-    choices = [(ref.label, ref.key) for ref in _options(services)]
-    known = {key for _, key in choices}
-    extra_a = [] if state.model_a in known else [(state.model_a, state.model_a)]
-    extra_b = [] if state.model_b in known else [(state.model_b, state.model_b)]
-    return {
-        "model_a": gr.update(choices=choices + extra_a, value=state.model_a),
-        "model_b": gr.update(choices=choices + extra_b, value=state.model_b),
-    }
-
-
-def _keys_still_valid(services: Services, state: CompareState) -> CompareState:
-    """Fall back to the defaults for models that are gone (a deleted run), and offer the newest
-    run as B when the page was opened before any run had finished (base vs base)."""
-    options = _options(services)
-    known = {ref.key for ref in options}
-    default_a, default_b = default_keys(options)
-    model_a, model_b = state.model_a, state.model_b
-    if model_a not in known and not _is_folder(model_a):
-        model_a = default_a
-    if (model_b not in known and not _is_folder(model_b)) or model_a == model_b == BASE:
-        model_b = default_b
-    return dataclasses.replace(state, model_a=model_a, model_b=model_b)
-
-
-def _is_folder(key: str) -> bool:
-    return bool(key) and Path(key).expanduser().is_dir()
-
-
-def _load_models(
-    services: Services, state: CompareState, progress: Any
-) -> tuple[LoadedModel, LoadedModel | None]:
-    """Model A and model B (``None`` when B is the same model as A)."""
-    store, base = services.store, services.model
-    ref_a = resolve_model(store, base, state.model_a)
-    say_progress(progress, f"Loading {ref_a.label}…")
-    a = load(services, ref_a)
-    ref_b = resolve_model(store, base, state.model_b)
-    if ref_b.spec == ref_a.spec:
-        return a, None
-    say_progress(progress, f"Loading {ref_b.label}…")
-    b = load(services, ref_b)
-    return (a, None) if b.fingerprint == a.fingerprint else (a, b)
-
-
-def _note(services: Services, single: bool) -> str:
-    if not any(ref.run for ref in _options(services)):
-        return NO_RUN_NOTE
-    return SAME_MODEL_NOTE if single else ""
-
-
-# -- metrics and the table of per-query changes ----------------------------------------------------
-def _empty_table() -> pd.DataFrame:
-    return pd.DataFrame([], columns=TABLE_COLUMNS)
-
-
-def _loaded_key(services: Services, state: CompareState, collection: Collection) -> tuple:
-    signature = services.store.pairs_signature(collection.id)
-    return (collection.name, state.model_a, state.model_b, signature)
-
-
-def _comparison(
-    services: Services, state: CompareState, progress: Any
-) -> tuple[CompareState, dict[str, Any]]:
-    """Metrics, the binding probe and the rank table for the state's models and collection."""
-    collection = current_collection(services, state.collection)
-    if collection is None:
-        state = dataclasses.replace(state, collection=None, loaded_for=None)
-        return state, {"metrics": "No collection yet: create one in the Curate tab."}
-    state = dataclasses.replace(state, collection=collection.name)
-    a, b = _load_models(services, state, progress)
-    state = dataclasses.replace(state, single=b is None)
-    n_eval = services.store.count_pairs(collection.id, split="eval")
-    metrics_a = model_metrics(
-        services,
-        a,
-        collection.id,
-        "eval",
-        image_progress(progress, f"Encoding images ({a.ref.label})"),
-    )
-    metrics_b = None
-    if b is not None:
-        metrics_b = model_metrics(
-            services,
-            b,
-            collection.id,
-            "eval",
-            image_progress(progress, f"Encoding images ({b.ref.label})"),
-        )
-    say_progress(progress, "Comparing queries…")
-    probe = binding(services, a, b or a, collection.id) if n_eval else None
-    table = _empty_table()
-    if b is not None and n_eval:
-        table = table_frame(rank_changes(services, a, b, collection.id, "eval", state.direction))
-    fields = {
-        "note": _note(services, b is None),
-        "metrics": metrics_markdown(
-            metrics_a, metrics_b, a.ref.label, b.ref.label if b else None, n_eval, probe
-        ),
-        "table": gr.update(value=table, visible=b is not None),
-        "title_a": f"### A · {a.ref.label}",
-        "title_b": f"### B · {b.ref.label}" if b else "",
-        "column_b": gr.update(visible=b is not None),
-    }
-    state = dataclasses.replace(state, loaded_for=_loaded_key(services, state, collection))
-    return state, fields
-
-
-# -- galleries ------------------------------------------------------------------------------------
-def _anchor_labels(services: Services, anchor: int | None) -> dict[str, str]:
-    if anchor is None:
-        return {}
-    return {
-        lab.negative_sha256: lab.kind
-        for lab in services.store.labels_for_pair(anchor)
-        if lab.negative_sha256 is not None
-    }
-
-
-def _gallery(services: Services, hits: tuple[Hit, ...], labels: dict[str, str]) -> list:
-    store, settings = services.store, services.settings
-    return [
-        (
-            str(display_path(store, settings, h.image_sha256)),
-            hit_caption(h, labels.get(h.image_sha256)),
-        )
-        for h in hits
-    ]
-
-
-def _galleries(services: Services, state: CompareState) -> dict[str, Any]:
-    labels = _anchor_labels(services, state.anchor)
-    return {
-        "gallery_a": _gallery(services, state.hits_a, labels),
-        "gallery_b": _gallery(services, state.hits_b, labels),
-    }
-
-
-def _selected_hit(state: CompareState) -> Hit | None:
-    if state.selected is None:
-        return None
-    side, index = state.selected
-    hits = state.hits_a if side == "a" else state.hits_b
-    return hits[index] if 0 <= index < len(hits) else None
-
-
-def _selection_text(services: Services, state: CompareState) -> str:
-    anchor = None
-    if state.anchor is not None:
-        try:
-            anchor = services.store.get_pair(state.anchor)
-        except StoreError:
-            anchor = None
-    if state.query_kind is None:
-        return "*Run a query, then click a result to label it.*"
-    if anchor is None:
-        return (
-            "Labels attach to a pair of the collection: pick one of its captions (or type one "
-            "exactly) or one of its images to label results."
-        )
-    hit = _selected_hit(state)
-    lines = [f"Labels go to pair {anchor.id}: “{anchor.caption}”."]
-    if hit is None:
-        lines.append("*Click a result to label it.*")
-    else:
-        side = "A" if state.selected and state.selected[0] == "a" else "B"
-        lines.append(
-            f"**Selected:** #{hit.rank} under {side}, pair {hit.pair_id} — “{hit.caption}”"
-        )
-    return "\n\n".join(lines)
-
-
-def _suggestions(services: Services, state: CompareState) -> Any:
-    if state.anchor is None:
-        return gr.update(choices=[], value=None)
-    try:
-        caption = services.store.get_pair(state.anchor).caption
-    except StoreError:
-        return gr.update(choices=[], value=None)
-    suggestions = suggest_negative_captions(caption)
-    return gr.update(choices=suggestions, value=suggestions[0] if suggestions else None)
-
-
-def _undo_button(state: CompareState) -> Any:
-    edit = state.last_edit
-    if edit is None:
-        return gr.update(visible=False)
-    return gr.update(visible=True, value="↶ Undo last label")
-
-
-def _labels_view(services: Services, state: CompareState, message: str = "") -> CompareView:
-    return view(
-        state,
-        **_galleries(services, state),
-        selection=_selection_text(services, state),
-        undo=_undo_button(state),
-        message=message,
-    )
 
 
 # -- page load, tab open, model choice -----------------------------------------------------------
@@ -350,7 +81,7 @@ def _with_pickers(
 
 
 def initial_state(services: Services) -> CompareState:
-    default_a, default_b = default_keys(_options(services))
+    default_a, default_b = default_keys(model_refs(services))
     return CompareState(
         collection=default_collection(services), model_a=default_a, model_b=default_b
     )
@@ -364,13 +95,13 @@ def on_load(services: Services, state: CompareState, collection: str | None) -> 
     state, pickers = _with_pickers(services, fresh, current_collection(services, fresh.collection))
     return view(
         state,
-        **_dropdowns(services, state),
+        **model_dropdowns(services, state),
         **pickers,
-        note=_note(services, state.model_a == state.model_b),
+        note=model_note(services, state.model_a == state.model_b),
         gallery_a=[],
         gallery_b=[],
-        selection=_selection_text(services, state),
-        undo=_undo_button(state),
+        selection=selection_text(services, state),
+        undo=undo_button(state),
     )
 
 
@@ -390,28 +121,28 @@ def switch_collection(services: Services, state: CompareState, name: str | None)
         **pickers,
         gallery_a=[],
         gallery_b=[],
-        table=_empty_table(),
+        table=empty_table(),
         metrics="*Open this tab to compare the models on the new collection.*",
-        selection=_selection_text(services, state),
+        selection=selection_text(services, state),
         negative_caption=gr.update(choices=[], value=None),
-        undo=_undo_button(state),
+        undo=undo_button(state),
     )
 
 
 def refresh_models(services: Services, state: CompareState) -> CompareView:
     """Fill the model choices again (a run finished since the page was opened)."""
-    state = _keys_still_valid(services, state)
-    return view(state, **_dropdowns(services, state))
+    state = keys_still_valid(services, state)
+    return view(state, **model_dropdowns(services, state))
 
 
 def open_tab(
     services: Services, state: CompareState, k: int, upload: Any = None, progress: Any = None
 ) -> CompareView:
     """The tab was opened: refresh the run list; compute the comparison unless it is current."""
-    state = _keys_still_valid(services, state)
-    dropdowns = _dropdowns(services, state)
+    state = keys_still_valid(services, state)
+    dropdowns = model_dropdowns(services, state)
     collection = current_collection(services, state.collection)
-    if collection is not None and state.loaded_for == _loaded_key(services, state, collection):
+    if collection is not None and state.loaded_for == loaded_key(services, state, collection):
         return view(state, **dropdowns)
     return choose_models(services, state, state.model_a, state.model_b, k, upload, progress)
 
@@ -430,11 +161,11 @@ def choose_models(
         state, model_a=model_a or BASE, model_b=model_b or BASE, selected=None
     )
     try:
-        state, fields = _comparison(services, state, progress)
+        state, fields = comparison(services, state, progress)
     except FAILURES as exc:
         state = dataclasses.replace(state, loaded_for=None)
-        return view(state, message=warn(str(exc)), **_dropdowns(services, state))
-    fields.update(_dropdowns(services, state))
+        return view(state, message=warn(str(exc)), **model_dropdowns(services, state))
+    fields.update(model_dropdowns(services, state))
     if state.query_kind is None:
         return view(state, **fields, gallery_a=[], gallery_b=[])
     rerun = _run(services, state, k, upload, progress)
@@ -452,9 +183,9 @@ def set_direction(
     if collection is None:
         return view(state)
     try:
-        a, b = _load_models(services, state, progress)
+        a, b = load_models(services, state, progress)
         if b is None:
-            return view(state, table=_empty_table())
+            return view(state, table=empty_table())
         rows = rank_changes(services, a, b, collection.id, "eval", state.direction)
     except FAILURES as exc:
         return view(state, message=warn(str(exc)))
@@ -493,7 +224,7 @@ def _run(
         return view(state, message=warn("Type a query, pick a caption or an image first."))
     k = max(1, min(int(k or DEFAULT_K), 50))
     try:
-        a, b = _load_models(services, state, progress)
+        a, b = load_models(services, state, progress)
         found: list[tuple[Hit, ...]] = []
         for loaded in (a, b):
             if loaded is None:
@@ -524,9 +255,9 @@ def _run(
     empty = "" if found[0] else warn(f"“{collection.name}” has no pairs yet: add some in Curate.")
     return view(
         state,
-        **_galleries(services, state),
-        selection=_selection_text(services, state),
-        negative_caption=_suggestions(services, state),
+        **galleries(services, state),
+        selection=selection_text(services, state),
+        negative_caption=negative_suggestions(services, state),
         column_b=gr.update(visible=b is not None),
         title_a=f"### A · {a.ref.label}",
         title_b=f"### B · {b.ref.label}" if b else "",
@@ -621,7 +352,7 @@ def search_selected(
     services: Services, state: CompareState, k: int = DEFAULT_K, progress: Any = None
 ) -> CompareView:
     """Query by the selected result's image (to follow a neighbourhood)."""
-    hit = _selected_hit(state)
+    hit = selected_hit(state)
     if hit is None:
         return view(state, message=warn("Click a result first."))
     return search_pair_image(services, state, hit.pair_id, k, progress)
@@ -653,92 +384,3 @@ def pick_row(
     if state.direction == "image_to_text":
         return search_pair_image(services, state, pair_id, k, progress)
     return search_caption(services, state, pair_id, k, progress)
-
-
-# -- selecting and labeling ----------------------------------------------------------------------
-def select_hit(services: Services, state: CompareState, side: str, index: int) -> CompareView:
-    """A click on a result of gallery ``side`` (``"a"`` or ``"b"``)."""
-    hits = state.hits_a if side == "a" else state.hits_b
-    if not 0 <= index < len(hits):
-        return view(state, message="That result is gone; run the query again.")
-    state = dataclasses.replace(state, selected=(side, int(index)))
-    return _labels_view(services, state)
-
-
-def _refused(state: CompareState, exc: LoginRequired) -> CompareView:
-    """A write refused for want of a login: a toast and the message line, nothing else changes."""
-    return view(state, message=warn(exc.message))
-
-
-def mark(
-    services: Services,
-    state: CompareState,
-    kind: str,
-    author: str | None = None,
-    profile: Any = None,
-) -> CompareView:
-    """Label the selected result *hard negative* or *also correct* for the query's caption.
-
-    The author is the logged-in user (on a Space one is required), else ``author``."""
-    try:
-        author = label_author(services.settings, profile, author)
-    except LoginRequired as exc:
-        return _refused(state, exc)
-    hit = _selected_hit(state)
-    if hit is None:
-        return view(state, message=warn("Click a result first."))
-    if state.anchor is None:
-        return view(state, message=warn(_selection_text(services, state)))
-    try:
-        edit = set_label(services.store, state.anchor, kind, sha256=hit.image_sha256, author=author)
-    except StoreError as exc:
-        return view(state, message=warn(str(exc)))
-    state = dataclasses.replace(state, last_edit=edit)
-    return _labels_view(services, state, f"Saved: {edit.describe()} (by {author}).")
-
-
-def add_negative_caption(
-    services: Services,
-    state: CompareState,
-    caption: str | None,
-    author: str | None = None,
-    profile: Any = None,
-) -> CompareView:
-    """Save a hard-negative caption for the query's pair (e.g. its attributes swapped)."""
-    try:
-        author = label_author(services.settings, profile, author)
-    except LoginRequired as exc:
-        return _refused(state, exc)
-    if state.anchor is None:
-        return view(state, message=warn(_selection_text(services, state)))
-    if not (caption or "").strip():
-        return view(state, message=warn("Write a hard-negative caption first."))
-    try:
-        edit = set_label(services.store, state.anchor, "negative", caption=caption, author=author)
-    except StoreError as exc:
-        return view(state, message=warn(str(exc)))
-    state = dataclasses.replace(state, last_edit=edit)
-    return view(
-        state,
-        **_galleries(services, state),
-        undo=_undo_button(state),
-        negative_caption=_suggestions(services, state),
-        message=f"Saved: {edit.describe()} (by {author}).",
-    )
-
-
-def undo(services: Services, state: CompareState, profile: Any = None) -> CompareView:
-    """Take back the last label change (on a Space: logged-in users only)."""
-    try:
-        require_login(profile, services.settings)
-    except LoginRequired as exc:
-        return _refused(state, exc)
-    edit = state.last_edit
-    if edit is None:
-        return view(state, message=warn("Nothing to undo."))
-    try:
-        undo_edit(services.store, edit)
-    except StoreError as exc:
-        return view(dataclasses.replace(state, last_edit=None), message=warn(str(exc)))
-    state = dataclasses.replace(state, last_edit=None)
-    return _labels_view(services, state, f"Undone: {edit.describe()}.")
