@@ -11,10 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mmdemo.compare import set_label, undo_edit
 from mmdemo.services import Services
-from mmdemo.store import StoreError
-from mmdemo.ui.common import warn
 from mmdemo.ui.compare_view import (
     CompareState,
     CompareView,
@@ -25,7 +22,13 @@ from mmdemo.ui.compare_view import (
     undo_button,
     view,
 )
-from mmdemo.ui.identity import LoginRequired, label_author, require_login
+from mmdemo.ui.labeling import (
+    LabelOutcome,
+    LabelTarget,
+    apply_label,
+    caption_target,
+    undo_label,
+)
 
 
 def _labels_view(services: Services, state: CompareState, message: str = "") -> CompareView:
@@ -47,9 +50,23 @@ def select_hit(services: Services, state: CompareState, side: str, index: int) -
     return _labels_view(services, state)
 
 
-def _refused(state: CompareState, exc: LoginRequired) -> CompareView:
-    """A write refused for want of a login: a toast and the message line, nothing else changes."""
-    return view(state, message=warn(exc.message))
+def _after_edit(services: Services, state: CompareState, outcome: LabelOutcome) -> CompareView:
+    """Show a label change: the galleries with their marks, the selection line and the Undo
+    button; only the message when nothing changed."""
+    state = dataclasses.replace(state, last_edit=outcome.last_edit)
+    if not outcome.saved:
+        return view(state, message=outcome.message)
+    return _labels_view(services, state, outcome.message)
+
+
+def _selected_target(services: Services, state: CompareState) -> LabelTarget | str:
+    """The selected result's image for the query's pair, or why there is none."""
+    hit = selected_hit(state)
+    if hit is None:
+        return "Click a result first."
+    if state.anchor is None:
+        return selection_text(services, state)
+    return LabelTarget(state.anchor, sha256=hit.image_sha256)
 
 
 def mark(
@@ -62,21 +79,9 @@ def mark(
     """Label the selected result *hard negative* or *also correct* for the query's caption.
 
     The author is the logged-in user (on a Space one is required), else ``author``."""
-    try:
-        author = label_author(services.settings, profile, author)
-    except LoginRequired as exc:
-        return _refused(state, exc)
-    hit = selected_hit(state)
-    if hit is None:
-        return view(state, message=warn("Click a result first."))
-    if state.anchor is None:
-        return view(state, message=warn(selection_text(services, state)))
-    try:
-        edit = set_label(services.store, state.anchor, kind, sha256=hit.image_sha256, author=author)
-    except StoreError as exc:
-        return view(state, message=warn(str(exc)))
-    state = dataclasses.replace(state, last_edit=edit)
-    return _labels_view(services, state, f"Saved: {edit.describe()} (by {author}).")
+    target = _selected_target(services, state)
+    outcome = apply_label(services, target, kind, state.last_edit, author=author, profile=profile)
+    return _after_edit(services, state, outcome)
 
 
 def add_negative_caption(
@@ -87,40 +92,23 @@ def add_negative_caption(
     profile: Any = None,
 ) -> CompareView:
     """Save a hard-negative caption for the query's pair (e.g. its attributes swapped)."""
-    try:
-        author = label_author(services.settings, profile, author)
-    except LoginRequired as exc:
-        return _refused(state, exc)
-    if state.anchor is None:
-        return view(state, message=warn(selection_text(services, state)))
-    if not (caption or "").strip():
-        return view(state, message=warn("Write a hard-negative caption first."))
-    try:
-        edit = set_label(services.store, state.anchor, "negative", caption=caption, author=author)
-    except StoreError as exc:
-        return view(state, message=warn(str(exc)))
-    state = dataclasses.replace(state, last_edit=edit)
+    target = caption_target(state.anchor, caption, selection_text(services, state))
+    outcome = apply_label(
+        services, target, "negative", state.last_edit, author=author, profile=profile
+    )
+    if not outcome.saved:
+        return _after_edit(services, state, outcome)
+    state = dataclasses.replace(state, last_edit=outcome.last_edit)
     return view(
         state,
         **galleries(services, state),
         undo=undo_button(state),
         negative_caption=negative_suggestions(services, state),
-        message=f"Saved: {edit.describe()} (by {author}).",
+        message=outcome.message,
     )
 
 
 def undo(services: Services, state: CompareState, profile: Any = None) -> CompareView:
     """Take back the last label change (on a Space: logged-in users only)."""
-    try:
-        require_login(profile, services.settings)
-    except LoginRequired as exc:
-        return _refused(state, exc)
-    edit = state.last_edit
-    if edit is None:
-        return view(state, message=warn("Nothing to undo."))
-    try:
-        undo_edit(services.store, edit)
-    except StoreError as exc:
-        return view(dataclasses.replace(state, last_edit=None), message=warn(str(exc)))
-    state = dataclasses.replace(state, last_edit=None)
-    return _labels_view(services, state, f"Undone: {edit.describe()}.")
+    outcome = undo_label(services, state.last_edit, profile=profile)
+    return _after_edit(services, state, outcome)

@@ -14,13 +14,13 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
-from mmdemo.compare import BASE, LabelEdit, set_label, undo_edit
+from mmdemo.compare import BASE, LabelEdit
 from mmdemo.negatives import Candidate
 from mmdemo.services import Services
 from mmdemo.store import StoreError
 from mmdemo.ui.common import warn
 from mmdemo.ui.curate_handlers import CurateState, current_collection_of, labels_text, stats_text
-from mmdemo.ui.identity import LoginRequired, label_author, require_login
+from mmdemo.ui.labeling import LabelOutcome, LabelTarget, apply_label, undo_label
 from mmdemo.ui.results import FAILURES, load_candidates
 
 LOOKALIKES_K = 8
@@ -167,6 +167,34 @@ def select_lookalike(services: Services, looks: LookalikeState, index: int) -> L
     return _look(looks, selection=_look_selection(looks))
 
 
+def _after_edit(
+    services: Services, state: CurateState, looks: LookalikeState, outcome: LabelOutcome
+) -> LookalikeView:
+    """Show a label change: the look-alikes, the counts and the pair's labels again, or only the
+    message when nothing changed (the Undo button too when the edit to undo was dropped)."""
+    dropped = outcome.last_edit is not looks.last_edit
+    looks = dataclasses.replace(looks, last_edit=outcome.last_edit)
+    if not outcome.saved:
+        undo = _look_undo(looks) if dropped else gr.skip()
+        return _look(looks, undo=undo, message=outcome.message)
+    if looks.pair_id is None:
+        view = _look(looks, undo=_look_undo(looks), message=outcome.message)
+    else:
+        view = _load_lookalikes(
+            services, looks, looks.pair_id, message=outcome.message, keep_selection=True
+        )
+    return view._replace(**_refreshed(services, state))
+
+
+def _selected_target(looks: LookalikeState) -> LabelTarget | str:
+    """The selected look-alike's image for the pair's caption, or why there is none."""
+    if looks.pair_id is None:
+        return "Find the look-alikes first."
+    if looks.selected is None or not 0 <= looks.selected < len(looks.candidates):
+        return "Click a look-alike first."
+    return LabelTarget(looks.pair_id, sha256=looks.candidates[looks.selected].image_sha256)
+
+
 def mark_lookalike(
     services: Services,
     state: CurateState,
@@ -176,30 +204,8 @@ def mark_lookalike(
 ) -> LookalikeView:
     """Label the selected look-alike *hard negative* (``"negative"``) or *also correct*
     (``"also-positive"``) for the pair's caption (on a Space: logged-in users only)."""
-    try:
-        author = label_author(services.settings, profile)
-    except LoginRequired as exc:
-        return _look(looks, message=warn(exc.message))
-    if looks.pair_id is None:
-        return _look(looks, message=warn("Find the look-alikes first."))
-    if looks.selected is None or not 0 <= looks.selected < len(looks.candidates):
-        return _look(looks, message=warn("Click a look-alike first."))
-    candidate = looks.candidates[looks.selected]
-    try:
-        edit = set_label(
-            services.store, looks.pair_id, kind, sha256=candidate.image_sha256, author=author
-        )
-    except StoreError as exc:
-        return _look(looks, message=warn(str(exc)))
-    looks = dataclasses.replace(looks, last_edit=edit)
-    view = _load_lookalikes(
-        services,
-        looks,
-        looks.pair_id,
-        message=f"Saved: {edit.describe()} (by {author}).",
-        keep_selection=True,
-    )
-    return view._replace(**_refreshed(services, state))
+    outcome = apply_label(services, _selected_target(looks), kind, looks.last_edit, profile=profile)
+    return _after_edit(services, state, looks, outcome)
 
 
 def undo_lookalike(
@@ -209,23 +215,5 @@ def undo_lookalike(
     profile: Any = None,
 ) -> LookalikeView:
     """Take back the last label change of this panel (on a Space: logged-in users only)."""
-    try:
-        require_login(profile, services.settings)
-    except LoginRequired as exc:
-        return _look(looks, message=warn(exc.message))
-    edit = looks.last_edit
-    if edit is None:
-        return _look(looks, message=warn("Nothing to undo."))
-    looks = dataclasses.replace(looks, last_edit=None)
-    try:
-        undo_edit(services.store, edit)
-    except StoreError as exc:
-        return _look(looks, undo=_look_undo(looks), message=warn(str(exc)))
-    message = f"Undone: {edit.describe()}."
-    if looks.pair_id is None:
-        view = _look(looks, undo=_look_undo(looks), message=message)
-    else:
-        view = _load_lookalikes(
-            services, looks, looks.pair_id, message=message, keep_selection=True
-        )
-    return view._replace(**_refreshed(services, state))
+    outcome = undo_label(services, looks.last_edit, profile=profile)
+    return _after_edit(services, state, looks, outcome)

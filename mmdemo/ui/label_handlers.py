@@ -16,15 +16,7 @@ from typing import Any, NamedTuple
 
 import gradio as gr
 
-from mmdemo.compare import (
-    BASE,
-    LabelEdit,
-    clear_label,
-    display_path,
-    model_options,
-    set_label,
-    undo_edit,
-)
+from mmdemo.compare import BASE, LabelEdit, clear_label, display_path, model_options
 from mmdemo.images import image_path
 from mmdemo.negatives import (
     Candidate,
@@ -34,9 +26,17 @@ from mmdemo.negatives import (
 from mmdemo.services import Services
 from mmdemo.store import Collection, Pair, StoreError
 from mmdemo.ui.common import current_collection, default_collection, warn
-from mmdemo.ui.identity import LoginRequired, label_author, require_login
+from mmdemo.ui.identity import LoginRequired, require_login
+from mmdemo.ui.labeling import (
+    LabelOutcome,
+    LabelTarget,
+    apply_label,
+    caption_target,
+    undo_label,
+)
 from mmdemo.ui.results import FAILURES, is_skip, load_candidates
 
+NO_PAIR = "There is no pair to label."
 ALL_SPLITS = "all"
 SPLIT_CHOICES = ("train", "eval", "test", ALL_SPLITS)
 DEFAULT_K = 8
@@ -343,16 +343,21 @@ def select(services: Services, state: LabelState, index: int) -> LabelView:
 
 
 def _after_edit(
-    services: Services, state: LabelState, edit: LabelEdit, author: str | None, advance: bool
+    services: Services,
+    state: LabelState,
+    outcome: LabelOutcome,
+    advance: bool = False,
+    progress: Any = None,
 ) -> LabelView:
-    state = dataclasses.replace(state, last_edit=edit)
-    by = f" (by {author})" if author else ""
+    """Show a label change: the pair again with its labels (with ``advance`` the selection moves
+    to the next unlabeled candidate), or only the message when nothing changed."""
+    state = dataclasses.replace(state, last_edit=outcome.last_edit)
+    if not outcome.saved:
+        return view(state, message=outcome.message)
+    if state.pair_id is None:
+        return view(state, undo=_undo_button(state), message=outcome.message)
     view_ = show_pair(
-        services,
-        state,
-        state.pair_id,
-        message=f"Saved: {edit.describe()}{by}.",
-        keep_selection=True,
+        services, state, state.pair_id, progress, outcome.message, keep_selection=True
     )
     if advance and not is_skip(view_.candidates):
         st = view_.state
@@ -361,9 +366,13 @@ def _after_edit(
     return view_
 
 
-def _refused(state: LabelState, exc: LoginRequired) -> LabelView:
-    """A write refused for want of a login: a toast and the message line, nothing else changes."""
-    return view(state, message=warn(exc.message))
+def _selected_target(state: LabelState) -> LabelTarget | str:
+    """The selected candidate's image for the pair's caption, or why there is none."""
+    if state.pair_id is None:
+        return NO_PAIR
+    if state.selected is None or not 0 <= state.selected < len(state.candidates):
+        return "Select a candidate first (click it or press 1–9)."
+    return LabelTarget(state.pair_id, sha256=state.candidates[state.selected].image_sha256)
 
 
 def mark(
@@ -377,22 +386,9 @@ def mark(
     (``"also-positive"``) for the pair's caption; the selection moves to the next one.
 
     The author is the logged-in user (on a Space one is required), else ``author``."""
-    try:
-        author = label_author(services.settings, profile, author)
-    except LoginRequired as exc:
-        return _refused(state, exc)
-    if state.pair_id is None:
-        return view(state, message=warn("There is no pair to label."))
-    if state.selected is None or not 0 <= state.selected < len(state.candidates):
-        return view(state, message=warn("Select a candidate first (click it or press 1–9)."))
-    candidate = state.candidates[state.selected]
-    try:
-        edit = set_label(
-            services.store, state.pair_id, kind, sha256=candidate.image_sha256, author=author
-        )
-    except StoreError as exc:
-        return view(state, message=warn(str(exc)))
-    return _after_edit(services, state, edit, author, advance=True)
+    target = _selected_target(state)
+    outcome = apply_label(services, target, kind, state.last_edit, author=author, profile=profile)
+    return _after_edit(services, state, outcome, advance=True)
 
 
 def clear(services: Services, state: LabelState, profile: Any = None) -> LabelView:
@@ -400,7 +396,7 @@ def clear(services: Services, state: LabelState, profile: Any = None) -> LabelVi
     try:
         require_login(profile, services.settings)
     except LoginRequired as exc:
-        return _refused(state, exc)
+        return view(state, message=warn(exc.message))
     if state.selected is None or not 0 <= state.selected < len(state.candidates):
         return view(state, message=warn("Select a candidate first."))
     candidate = state.candidates[state.selected]
@@ -410,7 +406,8 @@ def clear(services: Services, state: LabelState, profile: Any = None) -> LabelVi
         edit = clear_label(services.store, candidate.label_id)
     except StoreError as exc:
         return view(state, message=warn(str(exc)))
-    return _after_edit(services, state, edit, None, advance=False)
+    outcome = LabelOutcome(edit, f"Saved: {edit.describe()}.", saved=True)
+    return _after_edit(services, state, outcome)
 
 
 def add_negative_caption(
@@ -421,37 +418,16 @@ def add_negative_caption(
     profile: Any = None,
 ) -> LabelView:
     """Save a hard-negative caption for the pair's image (e.g. its attributes swapped)."""
-    try:
-        author = label_author(services.settings, profile, author)
-    except LoginRequired as exc:
-        return _refused(state, exc)
-    if state.pair_id is None:
-        return view(state, message=warn("There is no pair to label."))
-    if not (caption or "").strip():
-        return view(state, message=warn("Write a hard-negative caption first."))
-    try:
-        edit = set_label(services.store, state.pair_id, "negative", caption=caption, author=author)
-    except StoreError as exc:
-        return view(state, message=warn(str(exc)))
-    return _after_edit(services, state, edit, author, advance=False)
+    target = caption_target(state.pair_id, caption, NO_PAIR)
+    outcome = apply_label(
+        services, target, "negative", state.last_edit, author=author, profile=profile
+    )
+    return _after_edit(services, state, outcome)
 
 
 def undo(
     services: Services, state: LabelState, progress: Any = None, profile: Any = None
 ) -> LabelView:
     """Take back the last label change (it may be on an earlier pair)."""
-    try:
-        require_login(profile, services.settings)
-    except LoginRequired as exc:
-        return _refused(state, exc)
-    edit = state.last_edit
-    if edit is None:
-        return view(state, message=warn("Nothing to undo."))
-    try:
-        undo_edit(services.store, edit)
-    except StoreError as exc:
-        return view(dataclasses.replace(state, last_edit=None), message=warn(str(exc)))
-    state = dataclasses.replace(state, last_edit=None)
-    if state.pair_id is None:
-        return view(state, undo=_undo_button(state), message=f"Undone: {edit.describe()}.")
-    return show_pair(services, state, state.pair_id, progress, f"Undone: {edit.describe()}.", True)
+    outcome = undo_label(services, state.last_edit, profile=profile)
+    return _after_edit(services, state, outcome, progress=progress)
