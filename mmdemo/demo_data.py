@@ -26,7 +26,11 @@ from mmdemo.store import Collection, Store, StoreError
 DEMO_COLLECTION = "demo-shapes"
 DEMO_AUTHOR = "mmdemo-demo"
 IMAGE_SIZE = 128
-EVAL_FRACTION = 0.2
+EVAL_FRACTION = 0.12
+"""Share of scenes in the ``eval`` split. With the default 540 scenes (every configuration once)
+that is 65 eval scenes whose combinations training never sees, and 475 to learn from: measured on
+the tiny model, the default finetune reaches eval text→image recall@1 0.85–0.86 this way, against
+0.69–0.83 with 320 scenes and a 20% eval split (less to learn from)."""
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -232,7 +236,7 @@ def render_scene(scene: SceneAttrs, rng: random.Random) -> bytes:
 
 
 def generate_demo_scenes(n: int, seed: int = 0) -> list[DemoScene]:
-    """``n`` deterministic scenes, about 20% in the ``eval`` split.
+    """``n`` deterministic scenes, :data:`EVAL_FRACTION` of them in the ``eval`` split.
 
     Captions are unique up to the number of distinct configurations (540); beyond that
     configurations repeat with new layouts. Captions use :data:`CAPTION_RELATIONS` only, so

@@ -56,8 +56,8 @@ class Settings:
     """MMDEMO_THUMBNAIL_SIZE: longer side of gallery thumbnails."""
     hub_timeout_s: float = 2.0
     """MMDEMO_HUB_TIMEOUT_S: how long ``auto`` waits for the Hub before using the tiny model."""
-    demo_pairs: int = 320
-    """MMDEMO_DEMO_PAIRS: size of the built-in demo collection."""
+    demo_pairs: int = 540
+    """MMDEMO_DEMO_PAIRS: size of the built-in demo collection (540: every configuration once)."""
     train_niceness: int = 10
     """MMDEMO_TRAIN_NICENESS: nice value (0–19) of the app's training threads, so page requests
     run first on a busy CPU; 0 trains at normal priority."""
@@ -116,7 +116,7 @@ class Settings:
             train_image_size=_env_int(env, "MMDEMO_TRAIN_IMAGE_SIZE", 224),
             thumbnail_size=_env_int(env, "MMDEMO_THUMBNAIL_SIZE", 160),
             hub_timeout_s=float(env.get("MMDEMO_HUB_TIMEOUT_S", "2.0") or 2.0),
-            demo_pairs=_env_int(env, "MMDEMO_DEMO_PAIRS", 320),
+            demo_pairs=_env_int(env, "MMDEMO_DEMO_PAIRS", 540),
             train_niceness=_env_int(env, "MMDEMO_TRAIN_NICENESS", 10),
             train_gil_interval_ms=float(env.get("MMDEMO_TRAIN_GIL_INTERVAL_MS", "1.0") or 1.0),
             space_id=env.get("SPACE_ID") or None,

@@ -29,7 +29,7 @@ PALETTE = np.array(list(COLORS.values()), dtype=float)
 
 @pytest.fixture(scope="module")
 def scenes() -> list[demo_data.DemoScene]:
-    return generate_demo_scenes(320, seed=0)
+    return generate_demo_scenes(540, seed=0)
 
 
 def _colour_masks(image: Image.Image) -> dict[str, np.ndarray]:
@@ -53,8 +53,8 @@ def test_same_seed_same_bytes_other_seed_other_scenes():
 
 
 def test_scenes_are_well_formed(scenes: list[demo_data.DemoScene]):
-    assert len(scenes) == 320
-    assert sum(s.split == "eval" for s in scenes) == 64
+    assert len(scenes) == 540  # the default: every configuration once
+    assert sum(s.split == "eval" for s in scenes) == 65
     assert {s.split for s in scenes} == {"train", "eval"}
     captions = [s.caption for s in scenes]
     assert len(set(captions)) == len(captions)
@@ -142,7 +142,7 @@ def test_demo_collection_is_created_once(
     assert collection.name == "demo-shapes"
     assert seen[-1] == (30, 30)
     stats = store.collection_stats(collection.id)
-    assert stats.pairs == 30 and stats.splits["eval"] == 6
+    assert stats.pairs == 30 and stats.splits["eval"] == round(30 * demo_data.EVAL_FRACTION)
     pairs = store.list_pairs(collection.id)
     assert {p.author for p in pairs} == {DEMO_AUTHOR}
     assert [p.caption for p in pairs] == [s.caption for s in generate_demo_scenes(30)]

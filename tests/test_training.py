@@ -396,7 +396,9 @@ def test_default_finetune_on_the_default_demo_learns_the_scenes(store, settings)
     base = result.metrics["base"]["t2i"]["recall@1"]
     tuned = result.metrics["finetuned"]["t2i"]["recall@1"]
     print("steps", result.steps, "recall@1 t2i base", base, "finetuned", tuned)
-    assert tuned >= 0.6 and tuned >= base + 0.4
+    # Measured 0.85-0.86 over three seeds (README); near chance (1/65) before.
+    assert base < 0.1
+    assert tuned >= 0.75 and tuned >= base + 0.65
 
 
 @pytest.mark.slow
