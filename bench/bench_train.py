@@ -148,7 +148,9 @@ def run_app(
         clock.times.append(time.perf_counter())
         return control
 
-    manager = JobManager(store)
+    # The app's priority settings. A nice value only goes up, so the bare runs after the first
+    # app run share it; alone on the machine, a thread's nice value does not change its speed.
+    manager = JobManager(store, niceness=settings.train_niceness)
     polls = 0
     outcome: dict[str, Any] = {}
     stop = threading.Event()

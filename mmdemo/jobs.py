@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmdemo.priority import lower_cpu_priority, short_gil_slices
+from mmdemo.priority import lower_cpu_priority
 from mmdemo.store import Store
 
 log = logging.getLogger(__name__)
@@ -153,12 +153,10 @@ class JobManager:
         store: Store | None = None,
         keep: int = 20,
         niceness: int = 0,
-        gil_interval_s: float = 0.0,
     ):
-        """``niceness`` and ``gil_interval_s``: how jobs make way for web requests (see
-        :mod:`mmdemo.priority`); 0 leaves the thread's priority and the GIL alone."""
+        """``niceness``: the nice value jobs run at, so web requests come first on a busy CPU
+        (see :mod:`mmdemo.priority`); 0 leaves the thread's priority alone."""
         self._niceness = niceness
-        self._gil_interval_s = gil_interval_s
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue | None = None
         """Set by :meth:`run_jobs_here`: jobs then run on that thread instead of a new one."""
@@ -230,8 +228,7 @@ class JobManager:
         state, message, result = "finished", "", None
         try:
             lower_cpu_priority(self._niceness)
-            with short_gil_slices(self._gil_interval_s):
-                result = fn(job.context)
+            result = fn(job.context)
             status = getattr(result, "status", None)
             if status in _FINAL_RESULT_STATES:
                 state = status

@@ -1,22 +1,17 @@
 """Keep the web UI responsive while a CPU finetune runs in the same process.
 
-Two things delay a page request while training runs beside it: the CPU (torch's OpenMP threads
-keep every core busy) and the GIL (the training thread holds it for up to the interpreter's
-switch interval, 5 ms by default, whenever it runs Python code). :func:`lower_cpu_priority`
-raises the nice value of the training thread and of torch's native worker threads, so the
-kernel runs a request thread first whenever one is ready; when the UI is idle, training still
-gets every core. :func:`short_gil_slices` shortens the switch interval while a job runs, so a
-request waits for the GIL for at most that long.
+While training runs, torch's OpenMP threads keep every core busy, and a page request waits for a
+core. :func:`lower_cpu_priority` raises the nice value of the training thread and of torch's
+native worker threads, so the kernel runs a request thread first whenever one is ready; when the
+UI is idle, training still gets every core. (A shorter GIL switch interval was measured too and
+did not help: see README, Performance.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -59,16 +54,3 @@ def lower_cpu_priority(niceness: int) -> list[int]:
     if changed:
         log.info("training threads run at nice %d: %s", niceness, sorted(changed))
     return sorted(changed)
-
-
-@contextlib.contextmanager
-def short_gil_slices(interval_s: float) -> Iterator[None]:
-    """Within the block, a thread holds the GIL for at most ``interval_s`` before handing it
-    over (``sys.setswitchinterval``; process-wide, restored afterwards). ``0`` changes nothing."""
-    previous = sys.getswitchinterval()
-    if interval_s > 0:
-        sys.setswitchinterval(interval_s)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)

@@ -60,10 +60,7 @@ class Services:
             store=store,
             model=model,
             embeddings=EmbeddingCache(settings),
-            jobs=JobManager(
-                niceness=settings.train_niceness,
-                gil_interval_s=settings.train_gil_interval_ms / 1000,
-            ),
+            jobs=JobManager(niceness=settings.train_niceness),
         )
 
     def close(self) -> None:

@@ -61,9 +61,6 @@ class Settings:
     train_niceness: int = 10
     """MMDEMO_TRAIN_NICENESS: nice value (0–19) of the app's training threads, so page requests
     run first on a busy CPU; 0 trains at normal priority."""
-    train_gil_interval_ms: float = 1.0
-    """MMDEMO_TRAIN_GIL_INTERVAL_MS: while a job runs, the longest a thread holds the GIL before
-    handing it to a waiting request (Python's default is 5); 0 leaves it alone."""
     space_id: str | None = None
     """SPACE_ID: set by Hugging Face Spaces (``owner/name``); its presence means "on a Space"."""
 
@@ -118,7 +115,6 @@ class Settings:
             hub_timeout_s=float(env.get("MMDEMO_HUB_TIMEOUT_S", "2.0") or 2.0),
             demo_pairs=_env_int(env, "MMDEMO_DEMO_PAIRS", 540),
             train_niceness=_env_int(env, "MMDEMO_TRAIN_NICENESS", 10),
-            train_gil_interval_ms=float(env.get("MMDEMO_TRAIN_GIL_INTERVAL_MS", "1.0") or 1.0),
             space_id=env.get("SPACE_ID") or None,
         )
 
@@ -158,7 +154,6 @@ ENV_VARS = {
     "MMDEMO_HUB_TIMEOUT_S": "hub_timeout_s",
     "MMDEMO_DEMO_PAIRS": "demo_pairs",
     "MMDEMO_TRAIN_NICENESS": "train_niceness",
-    "MMDEMO_TRAIN_GIL_INTERVAL_MS": "train_gil_interval_ms",
     "SPACE_ID": "space_id",
 }
 """Every environment variable and the field it sets (a test checks the README covers them)."""

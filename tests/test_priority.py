@@ -1,4 +1,4 @@
-"""Training makes way for web requests: lower thread priority and short GIL slices.
+"""Training makes way for web requests: its threads run at a lower CPU priority.
 
 Nice values can only go up without privileges, so each check runs in a fresh interpreter that
 plays the app: a "web server" Python thread, and jobs run on the main thread.
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux only")
 
 APP_LIKE = """
-import json, os, sys, threading
+import json, os, threading
 import torch
 from mmdemo.jobs import JobManager
 from mmdemo.priority import native_thread_ids
@@ -37,11 +37,10 @@ seen = {}
 def job(ctx):
     seen["job_nice"] = nice(threading.get_native_id())
     seen["native_nice"] = sorted({nice(t) for t in native_thread_ids()})
-    seen["switch_ms"] = sys.getswitchinterval() * 1000
     seen["server_nice"] = nice(server.native_id)
     return "ok"
 
-manager = JobManager(niceness=NICENESS, gil_interval_s=GIL_S)
+manager = JobManager(niceness=NICENESS)
 stop = threading.Event()
 
 def drive():
@@ -54,13 +53,12 @@ def drive():
 threading.Thread(target=drive, daemon=True).start()
 manager.run_jobs_here(stop, poll_s=0.01)
 seen["native_threads"] = len(native_thread_ids())
-seen["switch_ms_after"] = sys.getswitchinterval() * 1000
 print(json.dumps(seen))
 """
 
 
-def _run_app_like(niceness: int, gil_s: float) -> dict:
-    code = APP_LIKE.replace("NICENESS", str(niceness)).replace("GIL_S", repr(gil_s))
+def _run_app_like(niceness: int) -> dict:
+    code = APP_LIKE.replace("NICENESS", str(niceness))
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -68,22 +66,19 @@ def _run_app_like(niceness: int, gil_s: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_jobs_run_at_lower_priority_with_short_gil_slices_and_the_server_keeps_its_own():
-    seen = _run_app_like(niceness=7, gil_s=0.001)
+def test_jobs_and_torch_workers_run_at_lower_priority_and_the_server_keeps_its_own():
+    seen = _run_app_like(niceness=7)
     assert seen["state"] == "finished"
     assert seen["job_nice"] == 7
     assert seen["native_threads"] >= 1  # torch's OpenMP workers exist
     assert seen["native_nice"] == [7]
     assert seen["server_nice"] == 0
-    assert seen["switch_ms"] == pytest.approx(1.0)
-    assert seen["switch_ms_after"] == pytest.approx(5.0)  # Python's default, restored
 
 
-def test_zero_leaves_priority_and_gil_alone():
-    seen = _run_app_like(niceness=0, gil_s=0.0)
+def test_zero_leaves_priority_alone():
+    seen = _run_app_like(niceness=0)
     assert seen["state"] == "finished"
     assert seen["job_nice"] == 0 and seen["native_nice"] == [0]
-    assert seen["switch_ms"] == pytest.approx(5.0)
 
 
 def test_lower_cpu_priority_only_raises_and_reports_what_it_changed():
