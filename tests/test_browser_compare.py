@@ -105,8 +105,8 @@ def test_query_label_and_find_it_in_curate_and_export(live_app, page, screenshot
     settled(page)
     screenshot("compare-4-image-query")
 
-    # Curate counts it (a reload shows the store as it is now).
-    page.reload()
+    # Back in Curate, its counts include the new label (the tab re-reads the store when opened).
+    page.get_by_role("tab", name="Curate").click()
     page.locator("#mm-gallery").wait_for(state="visible", timeout=WAIT_MS)
     expect(page.locator("#mm-stats")).to_contain_text("1 labeled negative", timeout=WAIT_MS)
     settled(page)

@@ -105,7 +105,7 @@ def test_import_filter_edit_and_reload(live_app, page, screenshot, tmp_path):
     looks.first.click()
     expect(page.locator("#mm-look-selection")).to_contain_text("Selected [1]", timeout=WAIT_MS)
     page.get_by_role("button", name="✗ Hard negative").click()
-    expect(page.locator("#mm-stats")).to_contain_text("1 labeled negatives", timeout=WAIT_MS)
+    expect(page.locator("#mm-stats")).to_contain_text("1 labeled negative", timeout=WAIT_MS)
     expect(page.locator("#mm-look-message")).to_contain_text("Saved: hard negative")
     expect(looks.first).to_contain_text("✗")
     screenshot("curate-4-hard-negative")

@@ -403,7 +403,8 @@ def test_default_finetune_on_the_default_demo_learns_the_scenes(store, settings)
 
 @pytest.mark.slow
 def test_cached_matryoshka_and_time_budget(store, settings, tiny_path):
-    _demo(store, settings, 40)
+    collection_id = _demo(store, settings, 40)
+    eval_pairs = len(store.list_pairs(collection_id, split="eval"))
     config = TrainConfig(
         epochs=50,
         batch_size=16,
@@ -418,7 +419,7 @@ def test_cached_matryoshka_and_time_budget(store, settings, tiny_path):
     assert result.status == "finished" and result.stop_reason == "time budget"
     assert result.steps == 1  # stopped at the first step's end
     assert "stopped by the time budget" in result.message
-    assert result.metrics["finetuned"]["t2i"]["queries"] == 8
+    assert result.metrics["finetuned"]["t2i"]["queries"] == eval_pairs == 5
     assert store.get_run("budget").status == "finished"
 
 
@@ -443,7 +444,7 @@ def test_job_manager_runs_cancels_and_refuses_a_second_finetune(store, settings,
     assert run.status == "cancelled" and run.finished_at is not None
     assert (Path(run.path) / MODEL_DIRNAME / "model.safetensors").is_file()  # kept
     metrics = json.loads((Path(run.path) / "metrics.json").read_text())
-    assert metrics["base"]["t2i"]["queries"] == 8 and metrics["finetuned"] is None
+    assert metrics["base"]["t2i"]["queries"] == 5 and metrics["finetuned"] is None  # 40 × 12%
     with pytest.raises(Exception, match="second"):
         store.get_run("second")
 
@@ -494,7 +495,7 @@ def test_two_processes_under_torchrun(store, settings, tiny_path, tmp_path):
     recorded = json.loads((Path(run.path) / "config.json").read_text())
     assert recorded["world_size"] == 2
     metrics = json.loads((Path(run.path) / "metrics.json").read_text())
-    assert metrics["finetuned"]["t2i"]["queries"] == 8
+    assert metrics["finetuned"]["t2i"]["queries"] == 5  # 40 pairs × 12% eval
     assert (Path(run.path) / MODEL_DIRNAME / "model.safetensors").is_file()
 
 

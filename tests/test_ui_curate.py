@@ -17,6 +17,7 @@ from mmdemo.ui import curate_handlers as h
 from mmdemo.ui.app import build_app, header_html, launch_options
 from mmdemo.ui.curate import as_outputs
 from mmdemo.ui.curate_handlers import PAGE_SIZE, CurateState
+from mmdemo.ui.results import is_skip
 from tests.conftest import make_image_bytes
 
 DEMO_PAIRS = 24
@@ -267,6 +268,20 @@ def test_editor_shows_labels_and_stats_count_them(services, name):
     assert "**2 labeled negatives** (1 caption) · 1 also-positive" in opened.stats
     assert "also positive: caption “another”" in h.open_pair(services, opened.state, 1).labels
     assert "No hard-negative labels" in h.open_pair(services, opened.state, 2).labels
+
+
+def test_coming_back_to_the_tab_shows_labels_made_elsewhere(services, name):
+    ids = add_pairs(services, name, ["a red circle", "a blue square"])
+    shown = h.switch_collection(services, state_for(name), name)
+    opened = h.open_pair(services, shown.state, 0)
+    assert "**0 labeled negatives**" in opened.stats and "**2 pairs**" in opened.stats
+    other = services.store.get_pair(ids[1])
+    services.store.add_label(ids[0], negative_sha256=other.image_sha256)  # e.g. the Label tab
+
+    again = h.refresh(services, opened.state)
+    assert "**1 labeled negative**" in again.stats
+    assert again.state.selected == opened.state.selected  # still on the same pair
+    assert all(is_skip(getattr(again, f)) for f in ("caption", "split", "image"))  # editor kept
 
 
 # -- import --------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def test_mark_hard_negative_then_undo(local):
         ("negative", target.image_sha256, "local")
     ]
     assert "(by local)" in view.message
-    assert "**1 labeled negatives**" in view.stats
+    assert "**1 labeled negative**" in view.stats
     assert "hard negative: image" in view.labels and "**Labels (1)**" in view.labels
     assert view.lookalikes.candidates[2].label == "negative"
     assert " ✗ " in view.candidates[2][1]

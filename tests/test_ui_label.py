@@ -133,11 +133,13 @@ def test_walk_skips_labeled_pairs_and_goes_back(services):
 
 
 def test_other_split_all_pairs_and_caption_negatives(services):
+    evals = services.store.count_pairs(demo(services).id, split="eval")
+    assert evals == 3
     view = h.set_options(services, opened(services).state, "base", "eval", True, 4)
     pair = services.store.get_pair(view.state.pair_id)
-    assert pair.split == "eval" and len(view.state.candidates) == 4
+    # Candidates come from the eval split only: the other eval pairs, fewer than the 4 asked for.
+    assert pair.split == "eval" and len(view.state.candidates) == evals - 1
     assert {services.store.get_pair(c.pair_id).split for c in view.state.candidates} == {"eval"}
-    evals = services.store.count_pairs(demo(services).id, split="eval")
     assert view.progress.startswith(f"**0 of {evals}** eval pairs")
 
     swapped = swap_attributes(pair.caption)

@@ -83,7 +83,8 @@ def build_app(services: Services) -> gr.Blocks:
         gr.HTML(header_html(services))
         with gr.Tabs():
             for label, tab_id, build_tab in TABS:
-                with gr.Tab(label, id=tab_id):
+                with gr.Tab(label, id=tab_id) as tab:
+                    shared.tabs[tab_id] = tab
                     build_tab(services, shared)
     return demo
 

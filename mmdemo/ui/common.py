@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 
@@ -29,6 +29,9 @@ class Shared:
     """
     timer: gr.Timer
     """The one polling timer (top level, so it mounts even while its tab is hidden)."""
+    tabs: dict[str, gr.Tab] = field(default_factory=dict)
+    """Every tab by id, registered before its builder runs: ``tabs["curate"].select(...)``
+    refreshes a tab when a person comes back to it."""
 
 
 def default_collection(services: Services) -> str | None:

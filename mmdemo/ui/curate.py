@@ -28,6 +28,7 @@ from mmdemo.ui.curate_handlers import (
     initial_state,
     on_load,
     open_pair,
+    refresh,
     rename_collection,
     render,
     save_pair,
@@ -250,6 +251,7 @@ def build_curate(services: Services, shared: Shared) -> None:
         return as_outputs(confirm_delete_collection(services, st, profile))
 
     shared.demo.load(bind(on_load), [state, shared.collection], view)
+    shared.tabs["curate"].select(bind(refresh), [state], view)
     picker_event = picker.input(bind(switch_collection), [state, picker], view)
     create_btn.click(on_create, [state, name_box], view)
     rename_btn.click(on_rename, [state, name_box], view)

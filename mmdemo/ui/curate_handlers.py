@@ -110,7 +110,10 @@ def stats_text(services: Services, collection: Collection | None) -> str:
         return "No collection yet: create one under **Manage collections**."
     stats = services.store.collection_stats(collection.id)
     splits = " · ".join(f"{name} {stats.splits.get(name, 0):,}" for name in SPLITS)
-    text = f"**{stats.pairs:,} pairs** ({splits}) · **{stats.negatives:,} labeled negatives**"
+    text = (
+        f"**{stats.pairs:,} pair{'s' if stats.pairs != 1 else ''}** ({splits}) · "
+        f"**{stats.negatives:,} labeled negative{'s' if stats.negatives != 1 else ''}**"
+    )
     if stats.caption_negatives:
         n = stats.caption_negatives
         text += f" ({n:,} caption{'s' if n != 1 else ''})"
@@ -175,6 +178,12 @@ def _editor(services: Services, state: CurateState) -> dict[str, Any]:
         "split": pair.split,
         "labels": labels_text(services, pair),
     }
+
+
+def refresh(services: Services, state: CurateState) -> CurateView:
+    """Re-read the store when a person comes back to the tab: labels made in the Label or
+    Compare tab show in the counts. The pair editor keeps what is being typed."""
+    return render(services, state, editor=False)
 
 
 def render(
