@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import gradio as gr
 
@@ -71,3 +72,14 @@ def progress_callback(progress: Callable | None) -> ProgressFn | None:
         progress((done, total), desc=message or None, unit="items")
 
     return report
+
+
+View = TypeVar("View")
+
+
+def partial_view(view_type: type[View], **fields: Any) -> View:
+    """A tab's view (a NamedTuple naming every output) that sets ``fields`` and leaves every
+    other output as it is on the page (``gr.skip()``)."""
+    values = {name: gr.skip() for name in view_type._fields}  # type: ignore[attr-defined]
+    values.update(fields)
+    return view_type(**values)

@@ -18,6 +18,7 @@ from mmdemo.negatives import suggest_negative_captions
 from mmdemo.retrieval import Hit
 from mmdemo.services import Services
 from mmdemo.store import StoreError
+from mmdemo.ui.common import partial_view
 from mmdemo.ui.results import hit_caption
 
 
@@ -73,9 +74,7 @@ class CompareView(NamedTuple):
 
 def view(state: CompareState, **fields: Any) -> CompareView:
     """A view that changes ``fields`` and leaves every other output as it is."""
-    values = {name: gr.skip() for name in CompareView._fields}
-    values.update(fields, state=state)
-    return CompareView(**values)
+    return partial_view(CompareView, **{**fields, "state": state})
 
 
 # -- result galleries and the selection -------------------------------------------------------

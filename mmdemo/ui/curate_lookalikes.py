@@ -18,7 +18,7 @@ from mmdemo.compare import BASE, LabelEdit
 from mmdemo.negatives import Candidate
 from mmdemo.services import Services
 from mmdemo.store import StoreError
-from mmdemo.ui.common import warn
+from mmdemo.ui.common import partial_view, warn
 from mmdemo.ui.curate_handlers import CurateState, current_collection_of, labels_text, stats_text
 from mmdemo.ui.labeling import LabelOutcome, LabelTarget, apply_label, undo_label
 from mmdemo.ui.results import FAILURES, load_candidates
@@ -58,9 +58,7 @@ LOOKALIKES_HINT = "*Press **Find look-alikes** to see the images the base model 
 
 def _look(looks: LookalikeState, **fields: Any) -> LookalikeView:
     """A view that changes ``fields`` and leaves every other output as it is."""
-    values = {name: gr.skip() for name in LookalikeView._fields}
-    values.update(fields, lookalikes=looks)
-    return LookalikeView(**values)
+    return partial_view(LookalikeView, **{**fields, "lookalikes": looks})
 
 
 def _look_selection(looks: LookalikeState) -> str:

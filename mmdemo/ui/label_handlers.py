@@ -25,7 +25,7 @@ from mmdemo.negatives import (
 )
 from mmdemo.services import Services
 from mmdemo.store import Collection, Pair, StoreError
-from mmdemo.ui.common import current_collection, default_collection, warn
+from mmdemo.ui.common import current_collection, default_collection, partial_view, warn
 from mmdemo.ui.identity import LoginRequired, require_login
 from mmdemo.ui.labeling import (
     LabelOutcome,
@@ -81,9 +81,7 @@ class LabelView(NamedTuple):
 
 def view(state: LabelState, **fields: Any) -> LabelView:
     """A view that changes ``fields`` and leaves every other output as it is."""
-    values = {name: gr.skip() for name in LabelView._fields}
-    values.update(fields, state=state)
-    return LabelView(**values)
+    return partial_view(LabelView, **{**fields, "state": state})
 
 
 def _split(state: LabelState) -> str | None:
