@@ -203,9 +203,15 @@ class ProgressCallback(TrainerCallback):
         return elapsed, reason
 
     def _anneal(self, optimizer: Any, state: Any, elapsed: float) -> None:
-        """When the time budget, not the step count, will end training, decay the learning rate
-        linearly with the budget's progress, so that a budgeted run still ends annealed."""
+        """When the time budget, not the step count, will end training (at the pace so far),
+        decay the learning rate linearly with the budget's progress, so that a budgeted run still
+        ends annealed. A run on course to finish inside its budget keeps the scheduler's rate, so
+        the same seed gives the same model however fast or busy the machine is."""
         if optimizer is None or self.max_seconds is None:
+            return
+        steps_done = max(1, state.global_step)
+        if self.max_seconds > 0 and elapsed / steps_done * state.max_steps <= self.max_seconds:
+            self.current_lr = float(optimizer.param_groups[0]["lr"])
             return
         time_left = max(0.0, 1.0 - elapsed / self.max_seconds) if self.max_seconds > 0 else 0.0
         for group in optimizer.param_groups:

@@ -284,6 +284,35 @@ def test_learning_rate_follows_the_time_budget_when_it_binds():
     assert not control.should_training_stop
 
 
+def test_a_run_on_course_to_finish_inside_its_budget_keeps_the_schedulers_rate():
+    from transformers import TrainerControl, TrainerState
+
+    callback = ProgressCallback(ProgressBoard(), None, max_seconds=100.0, samples_per_step=8)
+    state, control, optimizer = TrainerState(), TrainerControl(), _optimizer(lr=1e-2)
+    state.max_steps, state.global_step = 1000, 500
+    callback.on_train_begin(None, state, control)
+    callback.started -= 30.0  # half the steps in 30% of the budget: the steps end it first
+    callback.on_step_end(None, state, control, optimizer=optimizer)
+    assert optimizer.param_groups[0]["lr"] == 1e-2  # untouched, whatever the clock said
+    assert callback.current_lr == 1e-2
+
+
+def test_the_same_seed_trains_the_same_model(store, settings, tiny_path):
+    """Reproducible however busy the machine is: nothing but the seed decides the run."""
+    _demo(store, settings, 24)
+    losses = []
+    for name in ("first", "second"):
+        config = TrainConfig(epochs=6, batch_size=8, max_minutes=30)
+        result = run_training(
+            store, settings, "shapes", config, run_name=name, base_model=tiny_path
+        )
+        assert result.status == "finished", result.message
+        log = (settings.runs_dir / name / "log.jsonl").read_text().splitlines()
+        losses.append([e["loss"] for e in map(json.loads, log) if "loss" in e])
+    assert len(losses[0]) >= 5
+    assert losses[0] == losses[1]
+
+
 # -- errors before a run exists --------------------------------------------------------------------
 def test_clear_errors_for_unusable_collections(store, settings, tiny_path):
     with pytest.raises(TrainingError, match="No collection named"):
