@@ -3,50 +3,19 @@ opened pair's caption, marked on a real Services (SQLite, the small demo collect
 
 from __future__ import annotations
 
-import dataclasses
-from types import SimpleNamespace
-
 import gradio as gr
-import pytest
 from gradio.helpers import special_args
 from gradio.utils import get_type_hints
 
 from mmdemo.services import DEMO_COLLECTION, Services
-from mmdemo.settings import Settings
 from mmdemo.ui import curate_handlers as h
 from mmdemo.ui import curate_lookalikes as lk
 from mmdemo.ui.app import build_app
 from mmdemo.ui.curate import lookalike_outputs
 from mmdemo.ui.results import is_skip
+from tests.space import ALICE
 
-ALICE = SimpleNamespace(username="alice")  # what require_login reads from gr.OAuthProfile
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Services:
-    """The app's services as on a Space (``SPACE_ID`` set), with the small demo collection."""
-    home = tmp_path_factory.mktemp("curate-labels-home")
-    settings = Settings.from_env({"MMDEMO_HOME": str(home)}).with_overrides(
-        space_id="alice/mmdemo", demo_pairs=24, base_model="tiny"
-    )
-    services = Services.create(settings)
-    yield services
-    services.close()
-
-
-@pytest.fixture(scope="module")
-def local(space: Services) -> Services:
-    """The same store and model, off a Space (no login there)."""
-    return dataclasses.replace(space, settings=dataclasses.replace(space.settings, space_id=None))
-
-
-@pytest.fixture(autouse=True)
-def no_labels_left(space):
-    yield
-    store = space.store
-    for collection in store.list_collections():
-        for label in store.labels_for_collection(collection.id):
-            store.remove_label(label.id)
+pytest_plugins = ["tests.space"]
 
 
 def opened(services: Services) -> h.CurateState:

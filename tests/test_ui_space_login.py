@@ -4,11 +4,9 @@ the same handlers work without a login. Real Services (SQLite, images, the tiny 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import gradio as gr
 import pytest
@@ -19,43 +17,17 @@ from mmdemo.demo_data import swap_attributes
 from mmdemo.hub import on_space
 from mmdemo.ingest import ImportReport, ingest_item
 from mmdemo.services import DEMO_COLLECTION, Services
-from mmdemo.settings import Settings
 from mmdemo.ui import compare_handlers as compare
 from mmdemo.ui import curate_handlers as curate
 from mmdemo.ui import label_handlers as label
 from mmdemo.ui.app import build_app
 from mmdemo.ui.curate_handlers import CurateState
 from tests.conftest import make_image_bytes
+from tests.space import ALICE
 
-ALICE = SimpleNamespace(username="alice")  # what require_login reads from gr.OAuthProfile
+pytest_plugins = ["tests.space"]
+
 LOGIN = "Log in with your Hugging Face account"
-
-
-@pytest.fixture(scope="module")
-def space(tmp_path_factory: pytest.TempPathFactory) -> Services:
-    """The app's services as on a Space (``SPACE_ID`` set), with the small demo collection."""
-    home = tmp_path_factory.mktemp("space-home")
-    settings = Settings.from_env({"MMDEMO_HOME": str(home)}).with_overrides(
-        space_id="alice/mmdemo", demo_pairs=24, base_model="tiny"
-    )
-    services = Services.create(settings)
-    yield services
-    services.close()
-
-
-@pytest.fixture(scope="module")
-def local(space: Services) -> Services:
-    """The same store and model, off a Space (no login there)."""
-    return dataclasses.replace(space, settings=dataclasses.replace(space.settings, space_id=None))
-
-
-@pytest.fixture(autouse=True)
-def no_labels_left(space):
-    yield
-    store = space.store
-    for collection in store.list_collections():
-        for lab in store.labels_for_collection(collection.id):
-            store.remove_label(lab.id)
 
 
 @pytest.fixture
