@@ -10,8 +10,6 @@ records their metadata. Deleting a pair is a soft delete (``deleted_at``) so it 
 
 from __future__ import annotations
 
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -19,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from mmdemo.processes import is_other_live_process, process_owner
 
 SCHEMA_VERSION = 2
 SPLITS = ("train", "eval", "test")
@@ -697,7 +697,7 @@ class Store:
             rows = conn.execute(
                 "SELECT id, owner FROM runs WHERE status IN ('queued', 'running')"
             ).fetchall()
-            stale = [row["id"] for row in rows if not _is_other_live_process(row["owner"])]
+            stale = [row["id"] for row in rows if not is_other_live_process(row["owner"])]
             conn.executemany(
                 "UPDATE runs SET status = 'interrupted', updated_at = ?,"
                 " message = COALESCE(message, 'The app stopped while this run was in progress.')"
@@ -705,40 +705,6 @@ class Store:
                 [(_now(), run_id) for run_id in stale],
             )
         return len(stale)
-
-
-def _process_start(pid: int) -> str | None:
-    """When ``pid`` started (clock ticks after boot, from ``/proc``), so that a pid the system
-    reused never passes for the old process; ``None`` if unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None  # field 22 of stat(5); 3 precede this slice
-
-
-def process_owner(pid: int | None = None) -> str:
-    """``host:pid:start`` of a process (default: this one), recorded on the runs it creates."""
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid) or '?'}"
-
-
-def _is_other_live_process(owner: str | None) -> bool:
-    if not owner or owner == process_owner():
-        return False
-    host, _, rest = owner.partition(":")
-    pid_text, _, start = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False  # another machine sharing the folder, or unreadable: cannot tell
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by another user
-    return start == "?" or _process_start(pid) == start
 
 
 def _pair(row: sqlite3.Row) -> Pair:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from mmdemo.images import ImageLimits, ingest_image_bytes
-from mmdemo.store import _MIGRATIONS, SCHEMA_VERSION, Store, StoreError, process_owner
+from mmdemo.processes import process_owner
+from mmdemo.store import _MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 from tests.conftest import make_image_bytes
 
 
