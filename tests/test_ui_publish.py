@@ -25,6 +25,7 @@ from mmdemo.settings import Settings
 from mmdemo.store import Store
 from mmdemo.ui import identity
 from mmdemo.ui import publish_handlers as h
+from mmdemo.ui import publish_view as v
 from mmdemo.ui.app import build_app
 from tests.conftest import make_image_bytes
 from tests.test_hub import FakeHfApi, _http_error
@@ -130,7 +131,7 @@ def visible(update: object) -> bool | None:
     return update.get("visible") if isinstance(update, dict) else None
 
 
-def push(services: Services, **overrides) -> h.PublishOutcome:
+def push(services: Services, **overrides) -> v.PublishOutcome:
     """The Push button with a form that publishes run-1 and shapes to alice's repos."""
     values = {
         "run": "run-1",
@@ -220,7 +221,7 @@ def test_dry_run_of_only_the_dataset_needs_no_run(published: Services, tmp_path:
 def test_invalid_repo_ids_get_a_clear_message_and_nothing_is_sent(
     published: Services, model_repo: str, dataset_repo: str, expected: str
 ):
-    message = h.check_targets(published, "run-1", model_repo, "shapes", dataset_repo)
+    message = v.check_targets(published, "run-1", model_repo, "shapes", dataset_repo)
     assert message.startswith("⚠️") and expected in message
     api = FakeHfApi()
     with pytest.warns(UserWarning, match=expected):
@@ -232,14 +233,14 @@ def test_invalid_repo_ids_get_a_clear_message_and_nothing_is_sent(
 
 
 def test_the_form_says_what_it_would_publish_and_what_is_missing(published: Services):
-    ready = h.check_targets(published, "run-1", " alice/m ", "shapes", "alice/d")
+    ready = v.check_targets(published, "run-1", " alice/m ", "shapes", "alice/d")
     assert ready == (
         "Ready: run **run-1** → model repo `alice/m` and collection **shapes** → dataset repo"
         " `alice/d`."
     )
-    assert "Choose a finished run" in h.check_targets(published, None, "alice/m", None, "")
-    assert "Choose a collection" in h.check_targets(published, "run-1", "", None, "alice/d")
-    assert "not a finished run" in h.check_targets(published, "nope", "alice/m", None, "")
+    assert "Choose a finished run" in v.check_targets(published, None, "alice/m", None, "")
+    assert "Choose a collection" in v.check_targets(published, "run-1", "", None, "alice/d")
+    assert "not a finished run" in v.check_targets(published, "nope", "alice/m", None, "")
 
 
 # -- pushing -----------------------------------------------------------------------------------
@@ -295,8 +296,8 @@ def test_an_existing_repo_shows_the_choice_then_a_pull_request_or_an_overwrite(
     done = push(published, if_exists="overwrite", api=api)
     assert done.status.startswith("**Published**")
     assert api.repos[("model", "alice/shapes-clip")]["README.md"] != b"old"
-    assert h.cancel_choice().status == "Nothing was sent."
-    assert visible(h.cancel_choice().ask) is False
+    assert v.cancel_choice().status == "Nothing was sent."
+    assert visible(v.cancel_choice().ask) is False
 
 
 def test_a_failure_after_the_dataset_says_what_was_published_and_a_retry_works(
@@ -485,17 +486,17 @@ def test_choices_list_finished_runs_follow_the_run_and_skip_when_unchanged(
     running = make_run(published, tiny_clip, other.id, name="busy")
     assert running.is_dir()
     published.store.update_run("busy", status="running")
-    first = h.refresh_choices(published, None, None, None, preferred="other")
+    first = v.refresh_choices(published, None, None, None, preferred="other")
     assert first.run["choices"] == ["run-1"] and first.run["value"] == "run-1"
     assert first.collection["value"] == "shapes", "the run's own collection comes first"
     assert sorted(first.collection["choices"]) == ["other", "shapes"]
-    again = h.refresh_choices(published, "run-1", "other", first.seen)
+    again = v.refresh_choices(published, "run-1", "other", first.seen)
     assert again.run == gr.skip() and again.collection == gr.skip()
     published.store.update_run("busy", status="finished")
-    later = h.refresh_choices(published, "run-1", "other", first.seen)
+    later = v.refresh_choices(published, "run-1", "other", first.seen)
     assert later.run["choices"] == ["busy", "run-1"] and later.run["value"] == "run-1"
     assert later.collection["value"] == "other", "the current pick is kept"
-    assert h.follow_run(published, "busy")["value"] == "other"
+    assert v.follow_run(published, "busy")["value"] == "other"
 
 
 def test_the_app_has_a_publish_tab_whose_handlers_get_the_oauth_token(

@@ -1,7 +1,8 @@
 """The Publish tab: a finished run's model and a collection as Hub repos, or a dry-run zip.
 
 The layout and the wiring live here; the handlers (plain functions, tested directly) live in
-:mod:`mmdemo.ui.publish_handlers`. Gradio fills the ``gr.OAuthToken`` / ``gr.OAuthProfile``
+:mod:`mmdemo.ui.publish_handlers`, the form's choices, checks and messages in
+:mod:`mmdemo.ui.publish_view`. Gradio fills the ``gr.OAuthToken`` / ``gr.OAuthProfile``
 arguments of the click handlers below from the Space login; the token goes from the click
 straight to the publisher and is never stored.
 """
@@ -14,14 +15,12 @@ from mmdemo.hub import on_space
 from mmdemo.services import Services
 from mmdemo.ui.common import Shared
 from mmdemo.ui.identity import NO_SPACE_LOGIN, space_login_available, token_hint
-from mmdemo.ui.publish_handlers import (
+from mmdemo.ui.publish_handlers import dry_run, import_from_hub, push
+from mmdemo.ui.publish_view import (
     IF_EXISTS_CHOICES,
     cancel_choice,
     check_targets,
-    dry_run,
     follow_run,
-    import_from_hub,
-    push,
     refresh_choices,
 )
 

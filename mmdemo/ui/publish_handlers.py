@@ -1,4 +1,5 @@
-"""The Publish tab's handlers (the layout is in :mod:`mmdemo.ui.publish`).
+"""The Publish tab's handlers (the layout is in :mod:`mmdemo.ui.publish`, the form's choices,
+checks and messages in :mod:`mmdemo.ui.publish_view`).
 
 Handlers are plain functions ``handler(services, *values, ...)`` called directly by the tests; the
 Hub stand-ins (``api`` for :class:`~mmdemo.hub.HubPublisher`, ``download`` for
@@ -12,19 +13,15 @@ the publisher and is dropped when the call returns. Every message goes through
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import gradio as gr
-import yaml
 
-from mmdemo.cards import split_front_matter
 from mmdemo.hub import (
     DryRunPublisher,
     HubPublisher,
@@ -46,166 +43,22 @@ from mmdemo.services import Services
 from mmdemo.store import StoreError
 from mmdemo.ui.common import collection_names, progress_callback
 from mmdemo.ui.identity import LoginRequired, require_login, token_for
+from mmdemo.ui.publish_view import (
+    PublishOutcome,
+    Targets,
+    ask_choice,
+    card_preview,
+    failure,
+    plan_targets,
+    result_lines,
+)
 
-IF_EXISTS_CHOICES = [
-    ("Overwrite: replace the repo's files with these", "overwrite"),
-    ("Open a pull request with the new files", "pr"),
-]
 DOWNLOADS_FOLDER = "mmdemo-dry-runs"
 DOWNLOAD_MAX_AGE_S = 3600
 """Dry-run zips older than this are swept at the next dry run (Gradio serves its own copy)."""
 
 
-# -- choices -----------------------------------------------------------------------------------
-def finished_runs(services: Services) -> list[str]:
-    """Names of the runs that can be published (newest first)."""
-    return [run.name for run in services.store.list_runs() if run.status == "finished"]
-
-
-def run_collection(services: Services, run: str | None) -> str | None:
-    """The collection a run trained on (``None`` when unknown or gone)."""
-    if not run:
-        return None
-    try:
-        found = services.store.get_run(run)
-        if found.collection_id is None:
-            return None
-        return services.store.collection_by_id(found.collection_id).name
-    except StoreError:
-        return None
-
-
-class Choices(NamedTuple):
-    """Outputs of :func:`refresh_choices`: the two dropdowns and what they were built from."""
-
-    run: Any
-    collection: Any
-    seen: tuple | None
-
-
-def refresh_choices(
-    services: Services,
-    run: str | None,
-    collection: str | None,
-    seen: tuple | None,
-    preferred: str | None = None,
-) -> Choices:
-    """Fresh dropdown choices, keeping the current picks when they still exist.
-
-    ``seen`` is what the dropdowns were last built from; when nothing changed both outputs are
-    ``gr.skip()`` (the polling timer calls this every few seconds).
-    """
-    runs, names = finished_runs(services), collection_names(services)
-    now = (tuple(runs), tuple(names))
-    if seen is not None and tuple(map(tuple, seen)) == now:
-        return Choices(gr.skip(), gr.skip(), seen)
-    run_value = run if run in runs else (runs[0] if runs else None)
-    fallback = run_collection(services, run_value) or preferred
-    coll_value = next(
-        (c for c in (collection, fallback) if c in names), names[0] if names else None
-    )
-    return Choices(
-        gr.update(choices=runs, value=run_value),
-        gr.update(choices=names, value=coll_value),
-        now,
-    )
-
-
-def follow_run(services: Services, run: str | None) -> Any:
-    """When a run is picked, pick the collection it trained on (a skip when it has none)."""
-    name = run_collection(services, run)
-    return gr.update(value=name) if name else gr.skip()
-
-
-# -- what to publish ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Targets:
-    """What one publish sends: a run to a model repo and/or a collection to a dataset repo."""
-
-    run: str | None = None
-    model_repo: str | None = None
-    collection: str | None = None
-    dataset_repo: str | None = None
-
-    def describe(self) -> str:
-        parts = []
-        if self.model_repo:
-            parts.append(f"run **{self.run}** → model repo `{self.model_repo}`")
-        if self.dataset_repo:
-            parts.append(f"collection **{self.collection}** → dataset repo `{self.dataset_repo}`")
-        return " and ".join(parts)
-
-    @property
-    def slug(self) -> str:
-        repo = self.model_repo or self.dataset_repo or "publish"
-        return repo.split("/")[-1]
-
-
-def plan_targets(
-    services: Services,
-    run: str | None,
-    model_repo: str | None,
-    collection: str | None,
-    dataset_repo: str | None,
-) -> Targets:
-    """Check the form before anything is sent; raise :class:`PublishError` saying what is wrong.
-
-    A filled repo box means "publish this part": the model repo needs a finished run, the dataset
-    repo a collection.
-    """
-    model = (model_repo or "").strip()
-    data = (dataset_repo or "").strip()
-    if not model and not data:
-        raise PublishError(
-            "Nothing to publish yet: write a model repo (owner/name) to publish the run, and/or a"
-            " dataset repo to publish the collection."
-        )
-    targets = Targets()
-    if model:
-        model = check_repo_id(model, "model")
-        if not run:
-            raise PublishError("Choose a finished run to publish to the model repo.")
-        if run not in finished_runs(services):
-            raise PublishError(f"Run {run!r} is not a finished run; pick another one.")
-        targets = Targets(run=run, model_repo=model)
-    if data:
-        data = check_repo_id(data, "dataset")
-        if not collection:
-            raise PublishError("Choose a collection to publish to the dataset repo.")
-        if services.store.find_collection(collection) is None:
-            raise PublishError(f"There is no collection named {collection!r} any more.")
-        targets = Targets(targets.run, targets.model_repo, collection, data)
-    return targets
-
-
-def check_targets(
-    services: Services,
-    run: str | None,
-    model_repo: str | None,
-    collection: str | None,
-    dataset_repo: str | None,
-) -> str:
-    """The line under the form: what would be published, or what is wrong (nothing is sent)."""
-    try:
-        targets = plan_targets(services, run, model_repo, collection, dataset_repo)
-    except PublishError as exc:
-        return f"⚠️ {exc}"
-    return f"Ready: {targets.describe()}."
-
-
 # -- publishing --------------------------------------------------------------------------------
-class PublishOutcome(NamedTuple):
-    """Outputs of the dry-run and push handlers, in the order of the event outputs."""
-
-    status: str
-    ask: Any
-    """The overwrite / pull-request choice (a visibility update)."""
-    download: Any
-    """The download button of the dry-run zip."""
-    preview: Any
-    """The card preview."""
-
-
 def _scaled(progress: Callable | None, index: int, count: int) -> Callable | None:
     """A publish step's progress (its steps out of its total) as part of ``count`` publishes."""
     report = progress_callback(progress)
@@ -269,30 +122,6 @@ def _publish(
     return done, None
 
 
-def _result_lines(results: list[PublishResult]) -> list[str]:
-    lines = []
-    for result in results:
-        kind = "Dataset" if result.repo_type == "dataset" else "Model"
-        if result.pr_url:
-            lines.append(f"- {kind}: pull request opened at {result.pr_url}")
-        else:
-            lines.append(f"- {kind}: {result.url} ({len(result.files)} files)")
-    return lines
-
-
-def card_preview(card: str) -> str:
-    """A card as the preview shows it: front matter as a YAML block, images as their paths.
-
-    Example images sit next to the card in the repo, so the app cannot show them here.
-    """
-    meta, body = split_front_matter(card)
-    body = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", r"🖼 `\2`", body)
-    if not meta:
-        return body
-    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip()
-    return f"**Card metadata**\n\n```yaml\n{front}\n```\n\n{body}"
-
-
 def _sweep_downloads(folder: Path) -> None:
     now = time.time()
     for old in folder.glob("*"):
@@ -309,11 +138,6 @@ def downloads_dir() -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     _sweep_downloads(folder)
     return Path(tempfile.mkdtemp(prefix="dry-run-", dir=folder))
-
-
-def _failure(message: str) -> PublishOutcome:
-    gr.Warning(message)
-    return PublishOutcome(f"⚠️ {message}", gr.update(visible=False), gr.skip(), gr.skip())
 
 
 def dry_run(
@@ -334,7 +158,7 @@ def dry_run(
     try:
         targets = plan_targets(services, run, model_repo, collection, dataset_repo)
     except PublishError as exc:
-        return _failure(str(exc))
+        return failure(str(exc))
     settings.ensure_dirs()
     out = Path(tempfile.mkdtemp(prefix="dry-run-", dir=settings.tmp_dir))
     try:
@@ -353,7 +177,7 @@ def dry_run(
         preview = f"### Preview of `{kind}/README.md`, the {kind} card\n\n{card_preview(card)}"
         archive = zip_folder(out, downloads_dir() / f"mmdemo-dry-run-{targets.slug}.zip")
     except PublishError as exc:
-        return _failure(str(exc))
+        return failure(str(exc))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     lines = [f"**Dry run ready** — {targets.describe()}. Nothing was sent; the zip holds:", ""]
@@ -398,12 +222,12 @@ def push(
                 if on_space(settings)
                 else "Paste a token with write access, set HF_TOKEN, or run `hf auth login`."
             )
-            return _failure(f"Not logged in to the Hugging Face Hub. {how} A dry run needs none.")
+            return failure(f"Not logged in to the Hugging Face Hub. {how} A dry run needs none.")
         publisher = HubPublisher(secret, api=api)
         if if_exists == "ask":
             taken = _existing_repos(publisher, targets)
             if taken:
-                return _ask(taken)
+                return ask_choice(taken)
         results, error = _publish(
             services,
             publisher,
@@ -413,25 +237,25 @@ def push(
             progress=progress,
         )
     except LoginRequired as exc:
-        return _failure(exc.message)
+        return failure(exc.message)
     except PublishError as exc:
-        return _failure(redact(exc, secret))
+        return failure(redact(exc, secret))
     if error is None:
         visibility = "private" if private else "public"
         lines = [
             f"**Published** (repos created now are {visibility}):",
             "",
-            *_result_lines(results),
+            *result_lines(results),
         ]
         return PublishOutcome(
             "\n".join(lines), gr.update(visible=False), gr.update(visible=False), gr.skip()
         )
     if isinstance(error, RepoExists):  # created by someone else since the check above
-        outcome = _ask([f"{error.repo_type} repo `{error.repo_id}`"])
+        outcome = ask_choice([f"{error.repo_type} repo `{error.repo_id}`"])
     else:
-        outcome = _failure(redact(error, secret))
+        outcome = failure(redact(error, secret))
     if results:
-        before = "\n".join(_result_lines(results))
+        before = "\n".join(result_lines(results))
         outcome = outcome._replace(status=f"{outcome.status}\n\nPublished before that:\n{before}")
     return outcome
 
@@ -446,23 +270,6 @@ def _existing_repos(publisher: Publisher, targets: Targets) -> list[str]:
         if files and set(files) - {".gitattributes"}:
             taken.append(f"{repo_type} repo `{repo_id}`")
     return taken
-
-
-def _ask(taken: list[str]) -> PublishOutcome:
-    what = " and the ".join(taken)
-    return PublishOutcome(
-        f"⚠️ The {what} already exist{'s' if len(taken) == 1 else ''} on the Hub. Nothing was"
-        " sent: choose to overwrite, or to open a pull request with the new files, then"
-        " continue.",
-        gr.update(visible=True),
-        gr.skip(),
-        gr.skip(),
-    )
-
-
-def cancel_choice() -> PublishOutcome:
-    """The person chose neither overwrite nor pull request."""
-    return PublishOutcome("Nothing was sent.", gr.update(visible=False), gr.skip(), gr.skip())
 
 
 # -- the reverse: a collection from a dataset repo ---------------------------------------------
