@@ -18,7 +18,9 @@ from mmdemo.settings import Settings
 from mmdemo.store import Store
 from mmdemo.training import TrainConfig, TrainingError
 from mmdemo.ui import finetune_handlers as h
-from mmdemo.ui.finetune_handlers import METRICS_COLUMNS, RUNS_COLUMNS, Knobs
+from mmdemo.ui import finetune_view as v
+from mmdemo.ui.finetune_handlers import Knobs
+from mmdemo.ui.finetune_view import METRICS_COLUMNS, RUNS_COLUMNS
 from mmdemo.ui.results import is_skip
 from tests.conftest import make_image_bytes
 
@@ -105,7 +107,7 @@ def test_start_trains_in_the_background_and_the_view_shows_the_result(services):
         metrics["base"]["i2t"]["ndcg@10"],
         metrics["finetuned"]["i2t"]["ndcg@10"],
     )
-    assert table.loc["ndcg@10", "Δ i→t"] == h._delta(i2t_before, i2t_after)
+    assert table.loc["ndcg@10", "Δ i→t"] == v._delta(i2t_before, i2t_after)
 
     row = view.runs.iloc[0]
     assert list(view.runs.columns) == RUNS_COLUMNS
@@ -198,7 +200,7 @@ def test_bad_knobs_and_missing_login_start_nothing(services):
 
 # -- formatting ------------------------------------------------------------------------------------
 def test_status_formatter_and_progress_bar():
-    assert h.format_status(None) == h.NO_JOB
+    assert v.format_status(None) == v.NO_JOB
     training = snapshot(
         phase="training",
         run_name="shapes-1",
@@ -211,7 +213,7 @@ def test_status_formatter_and_progress_bar():
         eta_s=95,
         message="Training.",
     )
-    text = h.format_status(training)
+    text = v.format_status(training)
     for part in (
         "**Training** · run `shapes-1` · finetune on 'shapes'",
         "step **3 / 12**",
@@ -224,25 +226,25 @@ def test_status_formatter_and_progress_bar():
         "Training.",
     ):
         assert part in text
-    bar = h.progress_html(training)
+    bar = v.progress_html(training)
     assert "width:25.0%" in bar and "3 / 12 steps · 25%" in bar and 'data-step="3"' in bar
 
     cancelling = dataclasses.replace(training, cancel_requested=True)
-    assert h.format_status(cancelling).startswith("**Cancelling**")
+    assert v.format_status(cancelling).startswith("**Cancelling**")
     loading = snapshot(phase="loading", message="Loading tiny.")
-    assert h.format_status(loading).startswith("**Loading the model**")
-    assert "step" not in h.format_status(loading) and "Loading the model…" in h.progress_html(
+    assert v.format_status(loading).startswith("**Loading the model**")
+    assert "step" not in v.format_status(loading) and "Loading the model…" in v.progress_html(
         loading
     )
     failed = snapshot("failed", phase="failed")
-    assert "**⚠️ Failed**" in h.format_status(failed)
-    assert "⚠️ The job failed." in h.format_status(failed)
-    assert "ETA" not in h.format_status(snapshot("finished", phase="finished", eta_s=3))
-    assert h.progress_share(snapshot("finished", step=2, total_steps=4)) == 1.0
+    assert "**⚠️ Failed**" in v.format_status(failed)
+    assert "⚠️ The job failed." in v.format_status(failed)
+    assert "ETA" not in v.format_status(snapshot("finished", phase="finished", eta_s=3))
+    assert v.progress_share(snapshot("finished", step=2, total_steps=4)) == 1.0
     history = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0, "learning_rate": 1e-4}]
-    frame = h.loss_frame(snapshot(loss_history=history))
+    frame = v.loss_frame(snapshot(loss_history=history))
     assert frame.to_dict("list") == {"step": [1, 2], "loss": [3.0, 2.0]}
-    empty = h.loss_frame(None)
+    empty = v.loss_frame(None)
     assert empty.empty and [str(t) for t in empty.dtypes] == ["int64", "float64"]
 
 
@@ -254,7 +256,7 @@ def test_metrics_table_with_deltas_and_the_binding_probe():
         "finetuned": {"t2i": better, "i2t": side},
         "probe": {"a": {"accuracy": 0.5, "n": 8}, "b": {"accuracy": 0.75, "n": 8}},
     }
-    table = h.metrics_frame(metrics).set_index("metric")
+    table = v.metrics_frame(metrics).set_index("metric")
     assert table.loc["recall@1"].tolist() == [
         "0.250",
         "0.875",
@@ -265,16 +267,16 @@ def test_metrics_table_with_deltas_and_the_binding_probe():
     ]
     assert table.loc["binding probe"].tolist()[:3] == ["0.500", "0.750", "+0.250 ▲"]
     worse = {"base": {"t2i": better}, "finetuned": {"t2i": side}}
-    assert h.metrics_frame(worse).set_index("metric").loc["recall@1", "Δ t→i"] == "-0.625 ▼"
+    assert v.metrics_frame(worse).set_index("metric").loc["recall@1", "Δ t→i"] == "-0.625 ▼"
     per_side = {"base": {"t2i": side, "binding": {"accuracy": 0.5}}, "finetuned": None}
-    assert h.metrics_frame(per_side).set_index("metric").loc["binding probe"].tolist()[:3] == [
+    assert v.metrics_frame(per_side).set_index("metric").loc["binding probe"].tolist()[:3] == [
         "0.500",
         "–",
         "",
     ]
     assert (
-        h.metrics_frame(None).empty
-        and "binding probe" not in h.metrics_frame({"base": {"t2i": side}}).metric.tolist()
+        v.metrics_frame(None).empty
+        and "binding probe" not in v.metrics_frame({"base": {"t2i": side}}).metric.tolist()
     )
 
 
@@ -321,7 +323,7 @@ def test_past_runs_table_and_picking_a_run(settings: Settings, store: Store):
     store.create_run("going", collection.id, "owner/clip", str(settings.runs_dir / "going"))
     store.update_run("going", status="running")
 
-    table = h.runs_frame(services).set_index("run")
+    table = v.runs_frame(services).set_index("run")
     assert list(table.index) == ["going", "stored-only", "done"]  # newest first
     assert table.loc["done"].tolist()[:3] == ["finished", "shapes", "tiny-clip"]
     assert table.loc["done", "t→i R@1"] == "0.125 → 0.875"
@@ -338,7 +340,7 @@ def test_past_runs_table_and_picking_a_run(settings: Settings, store: Store):
     assert h.show_run(services, "nope")[0].startswith("⚠️ No run named")
 
     view = h.refresh(services)  # no job in this process: the latest run's metrics
-    assert view.status == h.NO_JOB and view.metrics_title.startswith("**Run `going`**")
+    assert view.status == v.NO_JOB and view.metrics_title.startswith("**Run `going`**")
     assert all(is_skip(v) for v in h.poll(services, view.seen)[:-1])
 
 

@@ -2,10 +2,11 @@
 and the past runs.
 
 The layout and the wiring live here; the handlers (plain functions, tested directly) live in
-:mod:`mmdemo.ui.finetune_handlers`. The live view is polled by the app's one top-level
-``gr.Timer`` (``shared.timer``); the tick only reads the job manager's snapshot and skips what did
-not change. The job itself runs in the job manager's thread, so a closed or reloaded page never
-stops it, and any page shows the running (else the latest) job: that is how a reload re-attaches.
+:mod:`mmdemo.ui.finetune_handlers`, their pure formatting in :mod:`mmdemo.ui.finetune_view`.
+The live view is polled by the app's one top-level ``gr.Timer`` (``shared.timer``); the tick
+only reads the job manager's snapshot and skips what did not change. The job itself runs in the
+job manager's thread, so a closed or reloaded page never stops it, and any page shows the running
+(else the latest) job: that is how a reload re-attaches.
 """
 
 from __future__ import annotations
@@ -14,16 +15,10 @@ import gradio as gr
 
 from mmdemo.services import Services
 from mmdemo.ui import finetune_handlers as h
+from mmdemo.ui import finetune_view as v
 from mmdemo.ui.common import Shared
-from mmdemo.ui.finetune_handlers import (
-    LOSS_CHOICES,
-    LOSS_COLUMNS,
-    METRICS_COLUMNS,
-    RUNS_COLUMNS,
-    SAMPLER_CHOICES,
-    FinetuneView,
-    Knobs,
-)
+from mmdemo.ui.finetune_handlers import LOSS_CHOICES, SAMPLER_CHOICES, FinetuneView, Knobs
+from mmdemo.ui.finetune_view import LOSS_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS
 
 INTRO = (
     "Finetune the base model on a collection's **train** split, measured before and after on"
@@ -108,8 +103,8 @@ def build_finetune(services: Services, shared: Shared) -> None:
 
     with gr.Row():
         with gr.Column(scale=5):
-            status = gr.Markdown(h.NO_JOB, elem_id="mm-ft-status")
-            bar = gr.HTML(h.progress_html(None), elem_id="mm-ft-bar")
+            status = gr.Markdown(v.NO_JOB, elem_id="mm-ft-status")
+            bar = gr.HTML(v.progress_html(None), elem_id="mm-ft-bar")
         with gr.Column(scale=4):
             curve = gr.LinePlot(
                 x=LOSS_COLUMNS[0],
@@ -121,7 +116,7 @@ def build_finetune(services: Services, shared: Shared) -> None:
                 elem_id="mm-ft-loss-curve",
             )
     # Full width: seven columns do not fit beside the loss curve.
-    metrics_title = gr.Markdown(h.NO_METRICS, elem_id="mm-ft-metrics-title")
+    metrics_title = gr.Markdown(v.NO_METRICS, elem_id="mm-ft-metrics-title")
     metrics = gr.Dataframe(
         headers=METRICS_COLUMNS,
         interactive=False,
@@ -173,7 +168,7 @@ def build_finetune(services: Services, shared: Shared) -> None:
         show_progress="hidden",
         concurrency_limit=None,  # a cheap read of the job's snapshot; never waits behind others
     )
-    refresh_btn.click(lambda: h.runs_frame(services), None, [runs], show_progress="hidden")
+    refresh_btn.click(lambda: v.runs_frame(services), None, [runs], show_progress="hidden")
 
     def on_start(
         name: str | None,
