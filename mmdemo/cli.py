@@ -44,7 +44,7 @@ def _open_store(settings: Settings):
     from mmdemo.store import Store
 
     settings.ensure_dirs()
-    return Store(settings.db_path)
+    return Store(settings.db_path, settings.max_caption_chars)
 
 
 # -- commands ------------------------------------------------------------------------------

@@ -531,7 +531,7 @@ def push_command(
             )
         publisher = HubPublisher(secret, api=api)
     settings.ensure_dirs()
-    store = Store(settings.db_path)
+    store = Store(settings.db_path, settings.max_caption_chars)
     try:
         if dataset_repo and not collection:
             if not run:

@@ -8,13 +8,15 @@ the pair in one transaction. A failure becomes a per-item :class:`Rejection` in 
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mmdemo.images import ImageLimits, ImageRejected, StoredImage, ingest_image_bytes
 from mmdemo.settings import Settings
 from mmdemo.store import SPLITS, Pair, Store
+from mmdemo.text import CaptionRejected, clean_caption
+
+__all__ = ["CaptionRejected", "clean_caption", "ImportReport", "ProgressFn", "ingest_item"]
 
 ProgressFn = Callable[[int, int | None, str], None]
 """``progress(done, total_or_None, message)``; importers call it after every item."""
@@ -63,34 +65,6 @@ class ImportReport:
         if self.negatives_added:
             parts.append(f"restored {self.negatives_added} hard-negative labels")
         return ", ".join(parts) + f" (collection “{self.collection}”)."
-
-
-class CaptionRejected(ValueError):
-    """A caption that cannot be used; ``str(exc)`` is the reason."""
-
-
-def clean_caption(raw: object, max_chars: int) -> str:
-    """Normalise a caption (NFC, collapsed whitespace) or raise :class:`CaptionRejected`."""
-    if raw is None:
-        raise CaptionRejected("missing caption")
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CaptionRejected("caption is not valid UTF-8 text") from exc
-    if not isinstance(raw, str):
-        if isinstance(raw, float) and raw != raw:  # NaN from pandas
-            raise CaptionRejected("missing caption")
-        raw = str(raw)
-    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in raw):
-        raise CaptionRejected("caption is not valid UTF-8 text (undecodable bytes)")
-    text = " ".join(unicodedata.normalize("NFC", raw).split())
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc")
-    if not text:
-        raise CaptionRejected("blank caption")
-    if len(text) > max_chars:
-        raise CaptionRejected(f"caption too long ({len(text):,} characters, limit {max_chars:,})")
-    return text
 
 
 def ingest_item(

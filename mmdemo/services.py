@@ -45,7 +45,7 @@ class Services:
         ``demo`` is false) and resolves the base model (waits at most ``settings.hub_timeout_s``).
         """
         settings.ensure_dirs()
-        store = Store(settings.db_path)
+        store = Store(settings.db_path, settings.max_caption_chars)
         try:
             if recover_runs:
                 store.mark_interrupted_runs()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmdemo.processes import is_other_live_process, process_owner
+from mmdemo.text import DEFAULT_MAX_CAPTION_CHARS, CaptionRejected, clean_caption, clean_name
 
 SCHEMA_VERSION = 2
 SPLITS = ("train", "eval", "test")
@@ -159,12 +160,10 @@ def _now() -> float:
 
 
 def _check_name(name: str) -> str:
-    cleaned = (name or "").strip()
-    if not cleaned:
-        raise StoreError("A collection needs a name.")
-    if len(cleaned) > 100:
-        raise StoreError("Collection names are at most 100 characters.")
-    return cleaned
+    try:
+        return clean_name(name)
+    except CaptionRejected as exc:
+        raise StoreError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from exc
 
 
 def _check_split(split: str) -> str:
@@ -180,8 +179,9 @@ def _escape_like(text: str) -> str:
 class Store:
     """SQLite-backed store. Thread-safe within one process; safe across processes via WAL."""
 
-    def __init__(self, db_path: Path | str):
+    def __init__(self, db_path: Path | str, max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS):
         self.db_path = Path(db_path)
+        self.max_caption_chars = max_caption_chars
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         # Gallery counts are cached until any connection (this one or another process) writes.
@@ -200,6 +200,13 @@ class Store:
         self._migrate()
 
     # -- plumbing ----------------------------------------------------------------------
+    def check_caption(self, caption: object) -> str:
+        """The caption cleaned by the one rule every write path uses, or a ``StoreError``."""
+        try:
+            return clean_caption(caption, self.max_caption_chars)
+        except CaptionRejected as exc:
+            raise StoreError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from exc
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -349,6 +356,7 @@ class Store:
         already holds this image. A soft-deleted pair with the same image is replaced.
         """
         _check_split(split)
+        caption = self.check_caption(caption)
         now = _now()
         with self.transaction() as conn:
             conn.execute(
@@ -491,10 +499,8 @@ class Store:
         self, pair_id: int, caption: str | None = None, split: str | None = None
     ) -> Pair:
         current = self.get_pair(pair_id)
-        new_caption = current.caption if caption is None else caption
+        new_caption = current.caption if caption is None else self.check_caption(caption)
         new_split = current.split if split is None else _check_split(split)
-        if not new_caption.strip():
-            raise StoreError("A caption cannot be empty.")
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE pairs SET caption = ?, split = ?, updated_at = ? WHERE id = ?",
@@ -546,9 +552,7 @@ class Store:
         if (negative_sha256 is None) == (negative_caption is None):
             raise StoreError("A label names either a negative image or a negative caption.")
         if negative_caption is not None:
-            negative_caption = negative_caption.strip()
-            if not negative_caption:
-                raise StoreError("A negative caption cannot be empty.")
+            negative_caption = self.check_caption(negative_caption)
         pair = self.get_pair(pair_id)
         if negative_sha256 is not None:
             if negative_sha256 == pair.image_sha256:

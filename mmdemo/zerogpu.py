@@ -88,7 +88,7 @@ def train_in_gpu_call(
     outcome: dict[str, Any] = {}
 
     def work() -> None:
-        store = Store(settings.db_path)
+        store = Store(settings.db_path, settings.max_caption_chars)
         try:
             outcome["result"] = run_training(
                 store,

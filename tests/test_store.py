@@ -96,7 +96,7 @@ def test_edit_delete_undo(store, settings):
     pair, _ = store.add_pair(c.id, _image(settings), "old")
     edited = store.update_pair(pair.id, caption="new", split="eval")
     assert (edited.caption, edited.split) == ("new", "eval")
-    with pytest.raises(StoreError, match="empty"):
+    with pytest.raises(StoreError, match="Blank caption"):
         store.update_pair(pair.id, caption="  ")
     store.delete_pair(pair.id)
     assert store.count_pairs(c.id) == 0

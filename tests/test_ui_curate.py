@@ -230,9 +230,9 @@ def test_open_edit_save_and_reload_shows_the_edit(services, name):
 def test_save_errors_become_messages(services, name):
     add_pairs(services, name, ["keep me"])
     opened = h.open_pair(services, h.switch_collection(services, state_for(name), name).state, 0)
-    with pytest.warns(UserWarning, match="cannot be empty"):
+    with pytest.warns(UserWarning, match="Blank caption"):
         view = h.save_pair(services, opened.state, "   ", "train")
-    assert "cannot be empty" in view.message
+    assert "Blank caption" in view.message
     assert services.store.get_pair(opened.state.selected).caption == "keep me"
     with pytest.warns(UserWarning, match="Select a pair"):
         h.save_pair(services, state_for(name), "x", "train")
