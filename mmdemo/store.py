@@ -10,6 +10,7 @@ records their metadata. Deleting a pair is a soft delete (``deleted_at``) so it 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -172,6 +173,37 @@ def _check_split(split: str) -> str:
     return split
 
 
+_FILTER_TERM = re.compile(r'"([^"]+)"|(\S+)')
+
+
+def filter_terms(caption_filter: str | None) -> list[tuple[str, re.Pattern]]:
+    """The caption filter as ``(text, pattern)`` terms that must all match.
+
+    A word matches at the start of a word ("cat" finds "cats", not "identification"); a
+    "quoted phrase" matches exactly, as whole words. Case is ignored.
+    """
+    terms = []
+    for match in _FILTER_TERM.finditer(caption_filter or ""):
+        phrase, word = match.group(1), match.group(2)
+        text = " ".join((phrase if phrase is not None else word).split())
+        if not text:
+            continue
+        end = r"(?!\w)" if phrase is not None else ""
+        terms.append((text, re.compile(rf"(?<!\w){re.escape(text)}{end}", re.IGNORECASE)))
+    return terms
+
+
+_PATTERNS: dict[str, re.Pattern] = {}
+
+
+def _matches(caption: str | None, pattern: str) -> bool:
+    """SQLite function ``mm_match(caption, pattern)`` behind the word-boundary filter."""
+    compiled = _PATTERNS.get(pattern)
+    if compiled is None:
+        compiled = _PATTERNS.setdefault(pattern, re.compile(pattern, re.IGNORECASE))
+    return caption is not None and compiled.search(caption) is not None
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -193,6 +225,7 @@ class Store:
             self.db_path, check_same_thread=False, isolation_level=None, timeout=30.0
         )
         self._conn.row_factory = sqlite3.Row
+        self._conn.create_function("mm_match", 2, _matches, deterministic=True)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -403,9 +436,10 @@ class Store:
         if split:
             where.append("split = ?")
             params.append(_check_split(split))
-        if caption_filter and caption_filter.strip():
-            where.append("caption LIKE ? ESCAPE '\\'")
-            params.append(f"%{_escape_like(caption_filter.strip())}%")
+        for text, pattern in filter_terms(caption_filter):
+            # LIKE narrows the rows cheaply; the word-boundary test runs on those only.
+            where.append("caption LIKE ? ESCAPE '\\' AND mm_match(caption, ?)")
+            params += [f"%{_escape_like(text)}%", pattern.pattern]
         return " AND ".join(where), params
 
     def _page_index(

@@ -91,6 +91,23 @@ def test_filters_and_pagination(store, settings):
     assert store.count_pairs(c.id, caption_filter="1_0") == 0
 
 
+def test_caption_filter_matches_words_not_inside_words(store, settings):
+    c = store.create_collection("c")
+    captions = ["a cat on a mat", "identification card", "two cats", "a scattered catalog"]
+    for i, caption in enumerate(captions):
+        store.add_pair(c.id, _image(settings, (i * 40, 9, 9)), caption)
+
+    def found(text: str) -> list[str]:
+        return [p.caption for p in store.page_pairs(c.id, 0, 50, caption_filter=text)[0]]
+
+    assert found("cat") == ["a cat on a mat", "two cats", "a scattered catalog"]
+    assert found('"cat"') == ["a cat on a mat"]
+    assert found("CAT mat") == ["a cat on a mat"]
+    assert found('"two cats" two') == ["two cats"]
+    assert found("card") == ["identification card"] and found("ard") == []
+    assert store.count_pairs(c.id, caption_filter='"cat on"') == 1
+
+
 def test_edit_delete_undo(store, settings):
     c = store.create_collection("c")
     pair, _ = store.add_pair(c.id, _image(settings), "old")
