@@ -510,6 +510,29 @@ class Store:
             params += [int(limit), max(0, int(offset))]
         return [_pair(r) for r in self._query(sql, params)]
 
+    def matching_pair_ids(
+        self, collection_id: int, caption_filter: str | None = None, split: str | None = None
+    ) -> list[int]:
+        """Ids of every pair the gallery's filter matches (what :meth:`count_pairs` counts)."""
+        where, params = self._filter_sql(collection_id, caption_filter, split)
+        return [
+            r[0] for r in self._query(f"SELECT id FROM pairs WHERE {where} ORDER BY id", params)
+        ]
+
+    def get_pairs(self, pair_ids: list[int]) -> list[Pair]:
+        """The pairs (not deleted) among ``pair_ids``, in id order; unknown ids are left out."""
+        ids = sorted({int(i) for i in pair_ids})
+        found: list[Pair] = []
+        for start in range(0, len(ids), 500):  # well under SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT * FROM pairs WHERE id IN ({marks}) AND deleted_at IS NULL ORDER BY id",
+                chunk,
+            )
+            found += [_pair(r) for r in rows]
+        return found
+
     def page_pairs(
         self,
         collection_id: int,
