@@ -122,6 +122,24 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> object:
         store.close()
 
 
+def cmd_split(settings: Settings, args: argparse.Namespace) -> object:
+    from mmdemo.demo_data import DEMO_COLLECTION, ensure_demo_collection
+    from mmdemo.splits import make_splits
+
+    store = _open_store(settings)
+    try:
+        if args.collection.strip() == DEMO_COLLECTION:  # built on first use, as the app does
+            ensure_demo_collection(store, settings, progress=_progress_printer("demo"))
+        collection = store.collection(args.collection)
+        change = make_splits(
+            store, collection.id, eval_share=args.eval, test_share=args.test, seed=args.seed
+        )
+        print(f"split {collection.name}: {change.summary()}", file=sys.stderr)
+        return {"collection": collection.name, **change.as_json()}
+    finally:
+        store.close()
+
+
 def cmd_push(settings: Settings, args: argparse.Namespace) -> object:
     from mmdemo.hub import push_command
 
@@ -263,6 +281,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], object]] = {
     "collections": cmd_collections,
     "import": cmd_import,
     "export": cmd_export,
+    "split": cmd_split,
     "push": cmd_push,
     "train": cmd_train,
     "eval": cmd_eval,
@@ -297,6 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write a collection as a Hub dataset folder")
     exp.add_argument("--collection", required=True)
     exp.add_argument("--out", required=True)
+
+    split = sub.add_parser(
+        "split",
+        help="random eval/test shares; identical captions or images stay in one split",
+    )
+    split.add_argument("--collection", required=True)
+    split.add_argument(
+        "--eval", type=float, default=0.1, help="share of the pairs for eval (default 0.1)"
+    )
+    split.add_argument("--test", type=float, default=0.0, help="share for test (default 0)")
+    split.add_argument("--seed", type=int, default=0)
 
     push = sub.add_parser("push", help="publish a run's model and/or a collection to the Hub")
     push.add_argument("--run", help="run whose model to publish")

@@ -221,3 +221,40 @@ def test_read_only_commands_leave_a_running_run_alone(capsys, home: Path):
     assert code == 0, err
     assert services.store.get_run("busy").status == "running"
     services.close()
+
+
+def test_split_command_on_a_fresh_home(capsys, home: Path):
+    """`split` builds the demo collection on a fresh home, prints a JSON summary, and is
+    deterministic: the same seed again changes nothing."""
+    argv = ["--home", str(home), "split", "--collection", "demo-shapes"]
+    code, summary, err = run_cli(capsys, *argv, "--eval", "0.25", "--test", "0.1", "--seed", "1")
+    assert code == 0, err
+    assert summary["collection"] == "demo-shapes" and summary["pairs"] == 40
+    assert summary["after"] == {"train": 26, "eval": 10, "test": 4}
+    assert summary["groups"] == 40 and summary["crossing_groups"] == 0
+    assert summary["eval_share"] == 0.25 and summary["seed"] == 1
+    assert "eval 10 · test 4 · train 26" in err
+    code, again, err = run_cli(capsys, *argv, "--eval", "0.25", "--test", "0.1", "--seed", "1")
+    assert code == 0, err
+    assert again["changed"] == 0 and again["after"] == summary["after"]
+    code, listing, _ = run_cli(capsys, "--home", str(home), "collections")
+    assert listing["collections"][0]["splits"] == summary["after"]
+
+
+def test_split_command_failures_are_one_line(capsys, home: Path):
+    code, _, err = run_cli(capsys, "--home", str(home), "split", "--collection", "nope")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "nope" in err
+    code, _, err = run_cli(
+        capsys,
+        "--home",
+        str(home),
+        "split",
+        "--collection",
+        "demo-shapes",
+        "--eval",
+        "0.7",
+        "--test",
+        "0.3",
+    )
+    assert code == 1 and err.strip().splitlines()[-1].startswith("mmdemo split:")
+    assert "must leave pairs for training" in err
