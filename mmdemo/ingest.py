@@ -28,6 +28,18 @@ class Rejection:
     reason: str
 
 
+@dataclass(frozen=True)
+class Duplicate:
+    """An item skipped because its image is already a pair of the collection."""
+
+    item: str
+    pair_id: int
+    caption: str
+    """The caption of the pair that has the image."""
+    in_this_import: bool
+    """True when that pair was added earlier in the same import."""
+
+
 @dataclass
 class ImportReport:
     """What an import did. ``as_json()`` is the CLI's last stdout line."""
@@ -35,6 +47,8 @@ class ImportReport:
     collection: str
     added: int = 0
     duplicates: int = 0
+    skipped: list[Duplicate] = field(default_factory=list)
+    """Which items the ``duplicates`` were, and the pair that already has each image."""
     rejected: list[Rejection] = field(default_factory=list)
     converted: list[tuple[str, str]] = field(default_factory=list)
     added_pair_ids: list[int] = field(default_factory=list)
@@ -57,7 +71,15 @@ class ImportReport:
         """One sentence for people."""
         parts = [f"Added {self.added} pair{'s' if self.added != 1 else ''}"]
         if self.duplicates:
-            parts.append(f"skipped {self.duplicates} already in the collection")
+            within = sum(d.in_this_import for d in self.skipped)
+            before = self.duplicates - within
+            noun = "duplicate" if self.duplicates == 1 else "duplicates"
+            where = []
+            if before:
+                where.append(f"{before} already in the collection")
+            if within:
+                where.append(f"{within} repeated within this import")
+            parts.append(f"skipped {self.duplicates} {noun} of an image ({', '.join(where)})")
         if self.rejected:
             parts.append(f"rejected {len(self.rejected)}")
         if self.converted:
@@ -109,4 +131,7 @@ def ingest_item(
             report.converted.append((item_name, stored.converted))
     else:
         report.duplicates += 1
+        report.skipped.append(
+            Duplicate(item_name, pair.id, pair.caption, pair.id in report.added_pair_ids)
+        )
     return pair

@@ -47,3 +47,11 @@ def make_image_bytes(
     buffer = io.BytesIO()
     img.save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def plain(markdown: str) -> str:
+    """What a person reads from Markdown made by ``mmdemo.text.md``: escapes undone."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"\\([\\`*_{}\[\]()#+\-.!|~:$])", r"\1", markdown))

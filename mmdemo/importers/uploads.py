@@ -15,6 +15,7 @@ from mmdemo.store import Store
 def _merge(into: ImportReport, other: ImportReport) -> None:
     into.added += other.added
     into.duplicates += other.duplicates
+    into.skipped += other.skipped
     into.rejected += other.rejected
     into.converted += other.converted
     into.added_pair_ids += other.added_pair_ids

@@ -11,6 +11,7 @@ import gradio as gr
 from mmdemo.ingest import ProgressFn
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.store import Collection
+from mmdemo.text import html_text, md
 
 
 @dataclass
@@ -58,9 +59,10 @@ def collection_names(services: Services) -> list[str]:
 
 
 def warn(message: str) -> str:
-    """Show ``message`` as a toast and return it for a status line."""
-    gr.Warning(message)
-    return message
+    """Show ``message`` (plain text, user text allowed) as a toast; return it escaped for a
+    Markdown status line (Gradio renders a toast's text as HTML, so it is escaped too)."""
+    gr.Warning(html_text(message))
+    return md(message)
 
 
 def progress_callback(progress: Callable | None) -> ProgressFn | None:

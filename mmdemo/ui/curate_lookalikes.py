@@ -18,6 +18,7 @@ from mmdemo.compare import BASE, LabelEdit
 from mmdemo.negatives import Candidate
 from mmdemo.services import Services
 from mmdemo.store import StoreError
+from mmdemo.text import md
 from mmdemo.ui.common import partial_view, warn
 from mmdemo.ui.curate_handlers import CurateState, current_collection_of, labels_text, stats_text
 from mmdemo.ui.labeling import LabelOutcome, LabelTarget, apply_label, undo_label
@@ -70,7 +71,7 @@ def _look_selection(looks: LookalikeState) -> str:
         return "*Click a look-alike, then mark it.*"
     c = looks.candidates[looks.selected]
     flag = " — ⚠ scored almost as high as the positive: maybe correct" * c.possible_false_negative
-    return f"**Selected [{looks.selected + 1}]:** pair {c.pair_id}, “{c.caption}”{flag}"
+    return f"**Selected [{looks.selected + 1}]:** pair {c.pair_id}, “{md(c.caption, 300)}”{flag}"
 
 
 def _look_undo(looks: LookalikeState) -> Any:
@@ -115,7 +116,7 @@ def _load_lookalikes(
         candidates=gallery,
         selection=_look_selection(looks),
         undo=_look_undo(looks),
-        message=message or f"Top {len(candidates)} under {ref.label}; ✗ and + mark labels.",
+        message=message or f"Top {len(candidates)} under {md(ref.label)}; ✗ and + mark labels.",
     )
 
 
