@@ -321,3 +321,26 @@ def undo_split_change(store: Store, change: SplitChange) -> SplitChange:
     restore = {pid: split for pid, split in change.previous.items() if pid in still}
     undone = _apply(store, change.collection_id, "undo", restore, still, len(restore))
     return _with_groups(undone, store.list_pairs(change.collection_id))
+
+
+def split_after_import(store: Store, collection_id: int, eval_share: float, added: int) -> str:
+    """After an import that took its splits "as in the data": when the collection has pairs but
+    no eval and no test pair, put ``eval_share`` of them in eval (groups kept whole).
+
+    Returns the sentence for the import summary, "" when nothing was done (``added`` is the
+    number of pairs the import added: an import that added none changes nothing).
+    """
+    if eval_share <= 0 or added <= 0:
+        return ""
+    counts = _split_counts(store, collection_id)
+    if not sum(counts.values()) or counts.get("eval") or counts.get("test"):
+        return ""
+    try:
+        change = make_splits(store, collection_id, eval_share=eval_share, only_train=True)
+    except ValueError as exc:
+        return f"No split in the data, and none made: {exc}"
+    n = change.after.get("eval", 0)
+    return (
+        f"No split in the data: put {eval_share * 100:g} % ({n:,} pair{'s' if n != 1 else ''})"
+        f" in eval, grouped by {GROUPING}."
+    )

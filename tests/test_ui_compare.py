@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 
@@ -25,15 +26,19 @@ from mmdemo.compare import (
 from mmdemo.demo_data import swap_attributes
 from mmdemo.evaluation import evaluate_model
 from mmdemo.images import load_rgb, train_path
+from mmdemo.ingest import ImportReport, ingest_item
 from mmdemo.models import build_tiny_clip
 from mmdemo.retrieval import compare_runs
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.settings import Settings
+from mmdemo.text import md
 from mmdemo.ui import compare_handlers as h
+from mmdemo.ui.app import build_app
 from mmdemo.ui.compare import as_outputs
 from mmdemo.ui.compare_handlers import CompareState
 from mmdemo.ui.compare_models import NO_RUN_NOTE, SAME_MODEL_NOTE
 from mmdemo.ui.results import TABLE_COLUMNS, is_skip, metrics_markdown
+from tests.conftest import make_image_bytes
 
 DEMO_PAIRS = 24
 RUN = "tuned"
@@ -164,7 +169,7 @@ def test_opening_measures_both_models_then_encodes_nothing_again(services):
     assert f"**Eval split** ({n_eval} pairs)" in view.metrics
     assert "| metric | t→i A | t→i B | Δ | i→t A | i→t B | Δ |" in view.metrics
     assert "**Attribute binding**" in view.metrics  # the demo collection's captions swap
-    assert view.column_b["visible"] is True and view.title_b == "### B · Run: tuned"
+    assert view.column_b["visible"] is True and view.title_b == "### B · Run\\: tuned"
 
     # The table: one row per distinct eval caption, most improved first, ranks as computed.
     table = view.table["value"]
@@ -324,7 +329,7 @@ def test_image_query_and_a_hard_negative_caption(services):
     assert [(lab.negative_caption, lab.author) for lab in labels] == [(swapped, "carol")]
     assert "Saved: hard negative: caption" in view.message
     assert (
-        "Write a hard-negative caption"
+        md("Write a hard-negative caption")
         in h.add_negative_caption(services, view.state, "  ", "carol").message
     )
     h.undo(services, view.state)
@@ -355,7 +360,7 @@ def test_changing_models_reruns_the_query(services):
     pair = eval_pairs(services)[0]
     view = h.search_text(services, opened(services).state, pair.caption, 4)
     view = h.choose_models(services, view.state, "run:tuned", "base", 4)
-    assert view.state.model_a == "run:tuned" and view.title_a == "### A · Run: tuned"
+    assert view.state.model_a == "run:tuned" and view.title_a == "### A · Run\\: tuned"
     assert [hit.pair_id for hit in view.state.hits_a] == [
         hit["pair_id"] for hit in search_command(services, DEMO_COLLECTION, RUN, pair.caption, 4)
     ]
@@ -377,6 +382,101 @@ def test_collection_switch_forgets_results(services):
     assert "No eval split yet" in opened_empty.metrics
     result = h.search_text(services, opened_empty.state, "anything", 8)
     assert result.gallery_a == [] and "has no pairs yet" in result.message
+
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def hostile_collection(services: Services, name: str = "<b>x</b>") -> int:
+    """A small collection whose captions and name are markup, as a person may type them."""
+    store = services.store
+    existing = store.find_collection(name)
+    if existing is not None:
+        return existing.id
+    coll = store.create_collection(name)
+    report = ImportReport(name)
+    for i, caption in enumerate([HOSTILE, "a **bold** _claim_ [link](http://x)", "plain"]):
+        ingest_item(
+            store,
+            services.settings,
+            coll.id,
+            report,
+            f"{i}.png",
+            make_image_bytes((60 * i, 200 - 50 * i, 90)),
+            caption,
+            "eval",
+        )
+    return coll.id
+
+
+def test_opening_the_tab_follows_the_browsers_collection(services):
+    view = h.search_text(services, opened(services).state, "a red circle", 3)
+    assert view.state.hits_a
+    services.store.get_or_create_collection("another")
+    other = h.open_tab(services, view.state, 8, collection="another")
+    assert other.state.collection == "another" and other.state.hits_a == ()
+    assert other.gallery_a == [] and other.picker == [] and other.captions["choices"] == []
+    assert "No eval split yet" in other.metrics
+    # A stale name (a collection deleted in another browser tab) falls back to the default.
+    back = h.open_tab(services, other.state, 8, collection="deleted-elsewhere")
+    assert back.state.collection == DEMO_COLLECTION and back.state.loaded_for is not None
+    assert len(back.picker) > 0
+
+
+def test_reopening_shows_labels_made_elsewhere_without_recomputing(services):
+    pair = eval_pairs(services)[0]
+    view = h.search_text(services, opened(services).state, pair.caption, 4)
+    other = next(hit for hit in view.state.hits_a if not hit.positive)
+    set_label(services.store, pair.id, "negative", sha256=other.image_sha256, author="label-tab")
+    calls = services.embeddings.encode_calls
+    again = h.open_tab(services, view.state, 4, collection=DEMO_COLLECTION)
+    assert is_skip(again.metrics) and services.embeddings.encode_calls == calls
+    index = view.state.hits_a.index(other)
+    assert " ✗ · " in again.gallery_a[index][1]
+
+
+def test_user_text_in_the_selection_line_and_titles_is_text(services):
+    hostile_collection(services)
+    state = h.on_load(services, h.initial_state(services), "<b>x</b>").state
+    assert state.collection == "<b>x</b>"
+    coll = services.store.collection("<b>x</b>")
+    pair = next(p for p in services.store.list_pairs(coll.id) if p.caption == HOSTILE)
+    view = h.search_caption(services, state, pair.id, 3)
+    assert "<img" not in view.selection and md(HOSTILE) in view.selection
+    view = h.select_hit(services, view.state, "a", 0)
+    assert "<" not in view.selection.replace("&lt;", "")
+    # Gallery captions are plain text (the gallery shows them as text), whole.
+    assert any(caption.endswith(HOSTILE) for _, caption in view.gallery_a)
+
+    # A run named like markup: escaped in the titles and the metrics.
+    run_dir = services.settings.runs_dir / "hostile-run"
+    shutil.copytree(services.settings.runs_dir / RUN / "model", run_dir / "model")
+    services.store.create_run("<i>run</i>", None, "tiny", str(run_dir), status="finished")
+    try:
+        chosen = h.choose_models(services, view.state, "base", "run:<i>run</i>", 3)
+        assert chosen.title_b == "### B · Run\\: &lt;i&gt;run&lt;/i&gt;"
+        assert "<i>" not in chosen.metrics and "&lt;i&gt;run&lt;/i&gt;" in chosen.metrics
+    finally:
+        services.store.update_run("<i>run</i>", status="failed")
+
+
+def test_each_compare_event_shows_one_progress_indicator(services):
+    demo = build_app(services)
+    by_id = {getattr(block, "elem_id", None): block for block in demo.blocks.values()}
+    metrics, results = by_id["mm-compare-metrics"], by_id["mm-results"]
+    browser_state = next(b for b in demo.blocks.values() if isinstance(b, gr.BrowserState))
+    compare_fns = [fn for fn in demo.fns.values() if metrics in fn.outputs]
+    assert len(compare_fns) >= 15
+    for fn in compare_fns:
+        assert (browser_state._id, "change") not in fn.targets, "no collection.change listener"
+        if fn.tracks_progress:
+            assert fn.show_progress != "hidden" and len(fn.show_progress_on) == 1, fn.name
+        else:
+            assert fn.show_progress == "hidden", fn.name
+    on_results = [fn for fn in compare_fns if fn.show_progress_on == [results]]
+    assert len(on_results) >= 8  # every query: search, caption, image, upload, k, row, follow
+    tab_select = [fn for fn in compare_fns if any(t[1] == "select" for t in fn.targets)]
+    assert any(browser_state in fn.inputs for fn in tab_select)
 
 
 # -- the domain entry points of the CLI ------------------------------------------------------------

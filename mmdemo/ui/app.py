@@ -15,6 +15,7 @@ import gradio as gr
 
 from mmdemo.services import Services
 from mmdemo.settings import Settings
+from mmdemo.ui.api import register_api
 from mmdemo.ui.common import Shared, default_collection
 from mmdemo.ui.compare import build_compare
 from mmdemo.ui.curate import build_curate
@@ -86,6 +87,7 @@ def build_app(services: Services) -> gr.Blocks:
                 with gr.Tab(label, id=tab_id) as tab:
                     shared.tabs[tab_id] = tab
                     build_tab(services, shared)
+        register_api(services, demo)  # hides the wiring above; adds the named endpoints
     return demo
 
 

@@ -129,7 +129,8 @@ def build_compare(services: Services, shared: Shared) -> None:
         elem_id="mm-compare-legend",
     )
 
-    with gr.Row():
+    # The results row carries the one progress indicator of a query (both galleries change).
+    with gr.Row(show_progress=True, elem_id="mm-results") as results_row:
         with gr.Column():
             title_a = gr.Markdown()
             gallery_a = _results_gallery("mm-results-a")
@@ -182,62 +183,71 @@ def build_compare(services: Services, shared: Shared) -> None:
     def wire(handler: Callable[..., CompareView]) -> Callable[..., tuple]:
         return lambda *values: as_outputs(handler(services, *values))
 
-    shared.demo.load(wire(h.on_load), [state, shared.collection], outputs)
-    shared.collection.change(wire(h.switch_collection), [state, shared.collection], outputs)
+    # The browser's current collection is read, never written, here: on page load (cheap) and
+    # whenever the tab is shown. Each event shows one progress indicator, on what it changes.
+    quiet = {"show_progress": "hidden"}
+    on_metrics = {"concurrency_id": "compare", "show_progress_on": [metrics]}
+    on_results = {"concurrency_id": "compare", "show_progress_on": [results_row]}
+    shared.demo.load(wire(h.on_load), [state, shared.collection], outputs, **quiet)
 
     # Heavy handlers take a gr.Progress: encoding a collection the first time shows a bar.
-    def on_open(st: CompareState, k_: int, image, progress=gr.Progress()) -> tuple:  # noqa: ANN001
-        return as_outputs(h.open_tab(services, st, k_, image, progress))
+    def on_open(st: CompareState, name, k_: int, image, progress=gr.Progress()) -> tuple:  # noqa: ANN001
+        return as_outputs(h.open_tab(services, st, k_, image, progress, collection=name))
 
+    open_inputs = [state, shared.collection, k, upload]
     if isinstance(tab, gr.Tab):
-        tab.select(on_open, [state, k, upload], outputs, concurrency_id="compare")
+        tab.select(on_open, open_inputs, outputs, **on_metrics)
     else:  # built outside a tab (e.g. on its own): compute on page load instead
-        shared.demo.load(on_open, [state, k, upload], outputs, concurrency_id="compare")
+        shared.demo.load(on_open, open_inputs, outputs, **on_metrics)
 
     def on_models(st, a, b, k_, image, progress=gr.Progress()) -> tuple:  # noqa: ANN001
         return as_outputs(h.choose_models(services, st, a, b, k_, image, progress))
 
     for dropdown in (model_a, model_b):
-        dropdown.input(
-            on_models, [state, model_a, model_b, k, upload], outputs, concurrency_id="compare"
-        )
-    refresh_btn.click(wire(h.refresh_models), [state], outputs)
+        dropdown.input(on_models, [state, model_a, model_b, k, upload], outputs, **on_metrics)
+    refresh_btn.click(wire(h.refresh_models), [state], outputs, **quiet)
 
     def on_direction(st, label, progress=gr.Progress()) -> tuple:  # noqa: ANN001
         return as_outputs(h.set_direction(services, st, label, progress))
 
-    direction.input(on_direction, [state, direction], outputs, concurrency_id="compare")
+    direction.input(
+        on_direction,
+        [state, direction],
+        outputs,
+        concurrency_id="compare",
+        show_progress_on=[table],
+    )
 
     def on_text(st, text, k_, progress=gr.Progress()) -> tuple:  # noqa: ANN001
         return as_outputs(h.search_text(services, st, text, k_, progress))
 
-    search_btn.click(on_text, [state, query, k], outputs, concurrency_id="compare")
-    query.submit(on_text, [state, query, k], outputs, concurrency_id="compare")
+    search_btn.click(on_text, [state, query, k], outputs, **on_results)
+    query.submit(on_text, [state, query, k], outputs, **on_results)
 
     def on_caption(st, pair_id, k_, progress=gr.Progress()) -> tuple:  # noqa: ANN001
         return as_outputs(h.search_caption(services, st, pair_id, k_, progress))
 
-    captions.input(on_caption, [state, captions, k], outputs, concurrency_id="compare")
+    captions.input(on_caption, [state, captions, k], outputs, **on_results)
 
     def on_pick(st, k_, evt: gr.SelectData, progress=gr.Progress()) -> tuple:  # noqa: ANN001
         return as_outputs(h.pick_image(services, st, int(evt.index), k_, progress))
 
-    picker.select(on_pick, [state, k], outputs, concurrency_id="compare")
+    picker.select(on_pick, [state, k], outputs, **on_results)
 
     def on_upload(st, image, k_, progress=gr.Progress()) -> tuple:  # noqa: ANN001
         return as_outputs(h.search_upload(services, st, image, k_, progress))
 
-    upload.upload(on_upload, [state, upload, k], outputs, concurrency_id="compare")
+    upload.upload(on_upload, [state, upload, k], outputs, **on_results)
 
     def on_k(st, k_, image, progress=gr.Progress()) -> tuple:  # noqa: ANN001
         return as_outputs(h.rerun(services, st, k_, image, progress))
 
-    k.release(on_k, [state, k, upload], outputs, concurrency_id="compare")
+    k.release(on_k, [state, k, upload], outputs, **on_results)
 
     def on_row(st, k_, evt: gr.SelectData, progress=gr.Progress()) -> tuple:  # noqa: ANN001
         return as_outputs(h.pick_row(services, st, evt.row_value, k_, progress))
 
-    table.select(on_row, [state, k], outputs, concurrency_id="compare")
+    table.select(on_row, [state, k], outputs, **on_results)
 
     def on_select_a(st: CompareState, evt: gr.SelectData) -> tuple:
         return as_outputs(h.select_hit(services, st, "a", int(evt.index)))
@@ -245,8 +255,8 @@ def build_compare(services: Services, shared: Shared) -> None:
     def on_select_b(st: CompareState, evt: gr.SelectData) -> tuple:
         return as_outputs(h.select_hit(services, st, "b", int(evt.index)))
 
-    gallery_a.select(on_select_a, [state], outputs)
-    gallery_b.select(on_select_b, [state], outputs)
+    gallery_a.select(on_select_a, [state], outputs, **quiet)
+    gallery_b.select(on_select_b, [state], outputs, **quiet)
 
     # Every label write gets the Space login (Gradio fills an argument typed
     # `gr.OAuthProfile | None`; None off a Space): required there, and saved as the author.
@@ -262,14 +272,13 @@ def build_compare(services: Services, shared: Shared) -> None:
     def on_undo(st: CompareState, profile: gr.OAuthProfile | None) -> tuple:
         return as_outputs(h.undo(services, st, profile))
 
-    negative_btn.click(on_negative, [state], outputs, concurrency_id="labels")
-    also_btn.click(on_also, [state], outputs, concurrency_id="labels")
-    caption_btn.click(
-        on_caption_negative, [state, negative_caption], outputs, concurrency_id="labels"
-    )
-    undo_btn.click(on_undo, [state], outputs, concurrency_id="labels")
+    labels = {"concurrency_id": "labels", "show_progress": "hidden"}
+    negative_btn.click(on_negative, [state], outputs, **labels)
+    also_btn.click(on_also, [state], outputs, **labels)
+    caption_btn.click(on_caption_negative, [state, negative_caption], outputs, **labels)
+    undo_btn.click(on_undo, [state], outputs, **labels)
 
     def on_follow(st, k_, progress=gr.Progress()) -> tuple:  # noqa: ANN001
         return as_outputs(h.search_selected(services, st, k_, progress))
 
-    follow_btn.click(on_follow, [state, k], outputs, concurrency_id="compare")
+    follow_btn.click(on_follow, [state, k], outputs, **on_results)

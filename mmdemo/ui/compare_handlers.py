@@ -45,6 +45,7 @@ from mmdemo.ui.compare_view import (
     negative_suggestions,
     selected_hit,
     selection_text,
+    title,
     undo_button,
     view,
 )
@@ -87,12 +88,21 @@ def initial_state(services: Services) -> CompareState:
     )
 
 
+def _changed(shown: CompareView) -> dict[str, Any]:
+    """The outputs a view changes (its skips and its state left out), to merge into another."""
+    return {
+        name: value
+        for name, value in shown._asdict().items()
+        if name != "state" and not is_skip(value)
+    }
+
+
 def on_load(services: Services, state: CompareState, collection: str | None) -> CompareView:
-    """Page load (cheap): follow the shared collection, refresh the model choices."""
-    fresh = initial_state(services)
-    if collection and services.store.find_collection(collection) is not None:
-        fresh = dataclasses.replace(fresh, collection=collection)
-    state, pickers = _with_pickers(services, fresh, current_collection(services, fresh.collection))
+    """Page load (cheap): follow the browser's current collection (the default when it is gone),
+    refresh the model choices; the comparison waits until the tab is shown."""
+    found = current_collection(services, collection)
+    fresh = dataclasses.replace(initial_state(services), collection=found.name if found else None)
+    state, pickers = _with_pickers(services, fresh, found)
     return view(
         state,
         **model_dropdowns(services, state),
@@ -106,7 +116,7 @@ def on_load(services: Services, state: CompareState, collection: str | None) -> 
 
 
 def switch_collection(services: Services, state: CompareState, name: str | None) -> CompareView:
-    """The Curate tab opened another collection: forget the results of the old one."""
+    """Another collection is current (picked in Curate): forget the results of the old one."""
     if name == state.collection:
         return view(state)
     state = CompareState(
@@ -136,15 +146,34 @@ def refresh_models(services: Services, state: CompareState) -> CompareView:
 
 
 def open_tab(
-    services: Services, state: CompareState, k: int, upload: Any = None, progress: Any = None
+    services: Services,
+    state: CompareState,
+    k: int,
+    upload: Any = None,
+    progress: Any = None,
+    collection: str | None = None,
 ) -> CompareView:
-    """The tab was opened: refresh the run list; compute the comparison unless it is current."""
+    """The tab was shown: follow the browser's current ``collection`` (``None``: the state's;
+    the default one when it is gone), refresh the run list, and compute the comparison unless
+    the shown one is current (same collection, models and pairs); labels made elsewhere show
+    on the results."""
+    found = current_collection(services, collection or state.collection)
+    fields: dict[str, Any] = {}
+    name = found.name if found else None
+    if name != state.collection:
+        switched = switch_collection(services, state, name)
+        state, fields = switched.state, _changed(switched)
     state = keys_still_valid(services, state)
-    dropdowns = model_dropdowns(services, state)
-    collection = current_collection(services, state.collection)
-    if collection is not None and state.loaded_for == loaded_key(services, state, collection):
-        return view(state, **dropdowns)
-    return choose_models(services, state, state.model_a, state.model_b, k, upload, progress)
+    fields.update(model_dropdowns(services, state))
+    if found is not None and state.loaded_for == loaded_key(services, state, found):
+        if state.hits_a:
+            fields.update(galleries(services, state), selection=selection_text(services, state))
+        return view(state, **fields)
+    if found is not None and "picker" not in fields:  # the pairs changed: fresh pickers
+        state, pickers = _with_pickers(services, state, found)
+        fields.update(pickers)
+    compared = choose_models(services, state, state.model_a, state.model_b, k, upload, progress)
+    return view(compared.state, **{**fields, **_changed(compared)})
 
 
 def choose_models(
@@ -169,9 +198,7 @@ def choose_models(
     if state.query_kind is None:
         return view(state, **fields, gallery_a=[], gallery_b=[])
     rerun = _run(services, state, k, upload, progress)
-    merged = {name: value for name, value in rerun._asdict().items() if not is_skip(value)}
-    merged.pop("state")
-    return view(rerun.state, **{**fields, **merged})
+    return view(rerun.state, **{**fields, **_changed(rerun)})
 
 
 def set_direction(
@@ -259,8 +286,8 @@ def _run(
         selection=selection_text(services, state),
         negative_caption=negative_suggestions(services, state),
         column_b=gr.update(visible=b is not None),
-        title_a=f"### A · {a.ref.label}",
-        title_b=f"### B · {b.ref.label}" if b else "",
+        title_a=title("A", a.ref.label),
+        title_b=title("B", b.ref.label if b else None),
         message=empty,
     )
 

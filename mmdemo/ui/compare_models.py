@@ -24,8 +24,9 @@ from mmdemo.compare import (
 )
 from mmdemo.services import Services
 from mmdemo.store import Collection
+from mmdemo.text import md
 from mmdemo.ui.common import current_collection
-from mmdemo.ui.compare_view import CompareState
+from mmdemo.ui.compare_view import CompareState, title
 from mmdemo.ui.results import (
     TABLE_COLUMNS,
     image_progress,
@@ -148,11 +149,11 @@ def comparison(
     fields = {
         "note": model_note(services, b is None),
         "metrics": metrics_markdown(
-            metrics_a, metrics_b, a.ref.label, b.ref.label if b else None, n_eval, probe
+            metrics_a, metrics_b, md(a.ref.label), md(b.ref.label) if b else None, n_eval, probe
         ),
         "table": gr.update(value=table, visible=b is not None),
-        "title_a": f"### A · {a.ref.label}",
-        "title_b": f"### B · {b.ref.label}" if b else "",
+        "title_a": title("A", a.ref.label),
+        "title_b": title("B", b.ref.label if b else None),
         "column_b": gr.update(visible=b is not None),
     }
     state = dataclasses.replace(state, loaded_for=loaded_key(services, state, collection))

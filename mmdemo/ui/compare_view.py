@@ -18,6 +18,7 @@ from mmdemo.negatives import suggest_negative_captions
 from mmdemo.retrieval import Hit
 from mmdemo.services import Services
 from mmdemo.store import StoreError
+from mmdemo.text import md
 from mmdemo.ui.common import partial_view
 from mmdemo.ui.results import hit_caption
 
@@ -77,6 +78,12 @@ def view(state: CompareState, **fields: Any) -> CompareView:
     return partial_view(CompareView, **{**fields, "state": state})
 
 
+def title(side: str, label: str | None) -> str:
+    """The heading over a result gallery: ``"### A · Run: name"`` (the label escaped; empty
+    without a model)."""
+    return f"### {side} · {md(label)}" if label else ""
+
+
 # -- result galleries and the selection -------------------------------------------------------
 def _anchor_labels(services: Services, anchor: int | None) -> dict[str, str]:
     if anchor is None:
@@ -118,7 +125,8 @@ def selected_hit(state: CompareState) -> Hit | None:
 
 
 def selection_text(services: Services, state: CompareState) -> str:
-    """The line above the label buttons: which pair labels go to and the selected result."""
+    """The line above the label buttons: which pair labels go to and the selected result
+    (captions are user text: escaped, whole)."""
     anchor = None
     if state.anchor is not None:
         try:
@@ -133,13 +141,13 @@ def selection_text(services: Services, state: CompareState) -> str:
             "exactly) or one of its images to label results."
         )
     hit = selected_hit(state)
-    lines = [f"Labels go to pair {anchor.id}: “{anchor.caption}”."]
+    lines = [f"Labels go to pair {anchor.id}: “{md(anchor.caption)}”."]
     if hit is None:
         lines.append("*Click a result to label it.*")
     else:
         side = "A" if state.selected and state.selected[0] == "a" else "B"
         lines.append(
-            f"**Selected:** #{hit.rank} under {side}, pair {hit.pair_id} — “{hit.caption}”"
+            f"**Selected:** #{hit.rank} under {side}, pair {hit.pair_id} — “{md(hit.caption)}”"
         )
     return "\n\n".join(lines)
 

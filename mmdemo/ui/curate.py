@@ -48,6 +48,11 @@ from mmdemo.ui.curate_lookalikes import (
     select_lookalike,
     undo_lookalike,
 )
+from mmdemo.ui.curate_splits import (
+    DEFAULT_EVAL_PERCENT,
+    layout_splits_panel,
+    wire_splits_panel,
+)
 from mmdemo.ui.results import is_skip
 
 
@@ -132,6 +137,14 @@ def build_curate(services: Services, shared: Shared) -> None:
                     import_split = gr.Dropdown(
                         [SPLIT_FROM_DATA, *SPLITS], value=SPLIT_FROM_DATA, label="Split"
                     )
+                no_split_eval = gr.Slider(
+                    0,
+                    50,
+                    value=DEFAULT_EVAL_PERCENT,
+                    step=1,
+                    label="Eval share when the data has no split (%)",
+                    elem_id="mm-import-eval",
+                )
                 import_btn = gr.Button("Import", variant="primary")
         import_summary = gr.Markdown()
         rejected = gr.Dataframe(
@@ -143,6 +156,8 @@ def build_curate(services: Services, shared: Shared) -> None:
             max_height=300,
             elem_id="mm-rejected",
         )
+
+    splits_panel = layout_splits_panel(services, first.state)
 
     with gr.Row(equal_height=True):
         message = gr.Markdown(elem_id="mm-message")
@@ -232,6 +247,7 @@ def build_curate(services: Services, shared: Shared) -> None:
         "labels": labels,
     }
     view = [components[name] for name in CurateView._fields]
+    wire_splits_panel(services, splits_panel, state, view, as_outputs)
 
     def bind(handler):  # noqa: ANN001, ANN202 - handler(services, state, *values)
         return lambda *values: as_outputs(handler(services, *values))
@@ -303,6 +319,7 @@ def build_curate(services: Services, shared: Shared) -> None:
         caption_column: str,
         image_column: str,
         split_choice: str,
+        no_split_eval_percent: float,
         profile: gr.OAuthProfile | None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple:
@@ -317,6 +334,7 @@ def build_curate(services: Services, shared: Shared) -> None:
             split_choice,
             progress=progress,
             profile=profile,
+            no_split_eval_percent=no_split_eval_percent,
         )
         table = gr.update(value=outcome.rejected, visible=not outcome.rejected.empty)
         return (outcome.summary, table, *as_outputs(outcome.view))
@@ -378,7 +396,7 @@ def build_curate(services: Services, shared: Shared) -> None:
 
     import_btn.click(
         on_import,
-        [state, upload, captions, source, caption_col, image_col, import_split],
+        [state, upload, captions, source, caption_col, image_col, import_split, no_split_eval],
         [import_summary, rejected, *view],
         concurrency_id="import",
     )

@@ -24,6 +24,7 @@ from mmdemo.images import image_path, thumb_path
 from mmdemo.importers import IMAGE_EXTENSIONS, ImportFailed, import_source, import_uploads
 from mmdemo.ingest import ImportReport
 from mmdemo.services import Services
+from mmdemo.splits import split_after_import
 from mmdemo.store import SPLITS, Collection, Pair, StoreError
 from mmdemo.ui.common import collection_names, default_collection, progress_callback, warn
 from mmdemo.ui.identity import LoginRequired, require_login
@@ -483,6 +484,7 @@ def import_files(
     split: str | None,
     progress: Any = None,
     profile: Any = None,
+    no_split_eval_percent: float | None = None,
 ) -> ImportOutcome:
     """Import uploaded files and/or a dataset id or server path into the current collection.
 
@@ -490,7 +492,9 @@ def import_files(
     Parquet) and ``source`` go through :func:`mmdemo.importers.import_source`. A source that
     fails as a whole is one row of the rejected table; the others still import. On a Space the
     visitor must be logged in (their name is the pairs' author) and ``source`` may only be a
-    Hub dataset id: the server's own files are not theirs to import.
+    Hub dataset id: the server's own files are not theirs to import. With the split "as in the
+    data", a collection left with no eval and no test pair gets ``no_split_eval_percent`` % of
+    its pairs in eval (:func:`mmdemo.splits.split_after_import`).
     """
     state = dataclasses.replace(state, pending_delete=None)
     empty = _rejected_frame([], [])
@@ -563,5 +567,9 @@ def import_files(
             f"{len(failures)} source{'s' if len(failures) != 1 else ''} could not be imported:"
             f" {'; '.join(f'{n}: {r}' for n, r in failures)}"
         )
+    if assign is None and no_split_eval_percent:  # data without a split: offer an eval share
+        added = sum(report.added for report in reports)
+        note = split_after_import(store, collection.id, no_split_eval_percent / 100, added)
+        summary = f"{summary} {note}".strip()
     view = render(services, state, editor=False)
     return ImportOutcome(summary, _rejected_frame(reports, failures), view)
