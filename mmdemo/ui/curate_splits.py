@@ -217,7 +217,7 @@ def move_filtered_clicked(
         message = f"Nothing to move: the {len(ids):,} {which} are all in {target} already."
         return _view(services, state, splits, message)
     message = (
-        f"Moved {change.changed:,} of the {len(ids):,} {which} to {target}: {change.summary()}."
+        f"Moved {change.changed:,} of the {len(ids):,} {which} to {target}: {change.counts_text()}."
     )
     if change.crossing:
         message = warn(
@@ -266,20 +266,58 @@ def layout_splits_panel(services: Services, state: CurateState) -> SplitsPanel:
         )
         with gr.Row(equal_height=True):
             eval_percent = gr.Slider(
-                0, 50, value=DEFAULT_EVAL_PERCENT, step=1, label="Eval share (%)", min_width=160
+                0,
+                50,
+                value=DEFAULT_EVAL_PERCENT,
+                step=1,
+                label="Eval share (%)",
+                min_width=160,
+                elem_id="mm-eval-share",
             )
-            test_percent = gr.Slider(0, 50, value=0, step=1, label="Test share (%)", min_width=160)
-            seed = gr.Number(0, precision=0, label="Seed", min_width=80)
-        with gr.Row(equal_height=True):
-            make = gr.Button("Make splits", variant="primary", scale=0, elem_id="mm-make-splits")
-            undo_make = gr.Button("↶ Undo make splits", size="sm", visible=False, scale=0)
-        with gr.Row(equal_height=True):
+            test_percent = gr.Slider(
+                0,
+                50,
+                value=0,
+                step=1,
+                label="Test share (%)",
+                min_width=160,
+                elem_id="mm-test-share",
+            )
+            seed = gr.Number(0, precision=0, label="Seed", min_width=80, elem_id="mm-split-seed")
+        with gr.Row():
+            make = gr.Button(
+                "Make splits", variant="primary", scale=0, min_width=160, elem_id="mm-make-splits"
+            )
+            undo_make = gr.Button(
+                "↶ Undo make splits",
+                size="sm",
+                visible=False,
+                scale=0,
+                min_width=200,
+                elem_id="mm-undo-splits",
+            )
+        with gr.Row():
             label, enabled = move_label(services, state)
-            move = gr.Button(label, interactive=enabled, scale=0, elem_id="mm-move-filtered")
-            target = gr.Dropdown(
-                list(SPLITS), value="eval", show_label=False, container=False, min_width=100
+            move = gr.Button(
+                label, interactive=enabled, scale=0, min_width=280, elem_id="mm-move-filtered"
             )
-            undo_move = gr.Button("↶ Undo move", size="sm", visible=False, scale=0)
+            target = gr.Dropdown(
+                list(SPLITS),
+                value="eval",
+                show_label=False,
+                container=False,
+                scale=0,
+                min_width=120,
+                elem_id="mm-move-target",
+            )
+            undo_move = gr.Button(
+                "↶ Undo move",
+                size="sm",
+                visible=False,
+                scale=0,
+                min_width=200,
+                elem_id="mm-undo-move",
+            )
     return SplitsPanel(
         splits, eval_percent, test_percent, seed, make, undo_make, move, target, undo_move
     )
