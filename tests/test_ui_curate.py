@@ -18,7 +18,7 @@ from mmdemo.ui.app import build_app, header_html, launch_options
 from mmdemo.ui.curate import as_outputs
 from mmdemo.ui.curate_handlers import PAGE_SIZE, CurateState
 from mmdemo.ui.results import is_skip
-from tests.conftest import make_image_bytes
+from tests.conftest import make_image_bytes, plain
 
 DEMO_PAIRS = 24
 
@@ -122,7 +122,7 @@ def test_app_header_tabs_and_launch_options(services):
 # -- collections ---------------------------------------------------------------------------------
 def test_default_selection_is_the_demo_collection(services):
     view = h.render(services, h.initial_state(services))
-    assert view.state.collection == DEMO_COLLECTION == view.collection
+    assert view.state.collection == DEMO_COLLECTION
     assert len(view.gallery) == DEMO_PAIRS
     assert all(Path(path).is_file() and path.endswith(".thumb.jpg") for path, _ in view.gallery)
     assert view.page_label == f"Page 1 of 1 · {DEMO_PAIRS} pairs"
@@ -141,7 +141,7 @@ def test_create_rename_and_delete_with_confirmation(services, name):
     assert "already exists" in dup.message and dup.state.collection == name
 
     renamed = h.rename_collection(services, view.state, f"{name}-2")
-    assert renamed.state.collection == f"{name}-2" == renamed.collection
+    assert renamed.state.collection == f"{name}-2"
     assert services.store.find_collection(name) is None
     add_pairs(services, f"{name}-2", ["one", "two", "three"])
 
@@ -264,9 +264,12 @@ def test_editor_shows_labels_and_stats_count_them(services, name):
     opened = h.open_pair(services, h.switch_collection(services, state_for(name), name).state, 0)
     assert "Labels (2)" in opened.labels
     assert "caption “a blue circle above a red square”" in opened.labels
-    assert other.image_sha256[:12] in opened.labels
+    # An image label names the caption of the pair with that image (and shows its thumbnail).
+    assert 'hard negative: <img src="/gradio_api/file=' in opened.labels
+    assert f"“other” (pair {other.id})" in opened.labels
+    assert other.image_sha256[:12] not in opened.labels.split("file=")[0]
     assert "**2 labeled negatives** (1 caption) · 1 also-positive" in opened.stats
-    assert "also positive: caption “another”" in h.open_pair(services, opened.state, 1).labels
+    assert "also correct: caption “another”" in h.open_pair(services, opened.state, 1).labels
     assert "No hard-negative labels" in h.open_pair(services, opened.state, 2).labels
 
 
@@ -408,3 +411,97 @@ def test_outputs_highlight_the_open_pair_only(services, name):
     assert isinstance(gallery, gr.Gallery) and gallery.selected_index == 2
     filtered = as_outputs(h.set_filter(services, opened.state, "p0", "all"))
     assert filtered[h.CurateView._fields.index("gallery")].selected_index is None
+
+
+# -- no edit is lost; names stay text; duplicates are listed ------------------------------------
+def _open(services: Services, name: str, index: int):
+    """The Curate view with the ``index``-th thumbnail of collection ``name`` opened."""
+    return h.open_pair(services, h.switch_collection(services, state_for(name), name).state, index)
+
+
+def test_a_split_click_saves_the_typed_caption_and_reverts_nothing(services, name):
+    ids = add_pairs(services, name, ["old caption", "second"])
+    opened = _open(services, name, 0)
+    view = h.save_split(services, opened.state, "new caption, typed", "eval")
+    assert is_skip(view.caption) and is_skip(view.split)  # the fields keep what the person set
+    pair = services.store.get_pair(ids[0])
+    assert (pair.caption, pair.split) == ("new caption, typed", "eval")
+
+
+def test_leaving_the_caption_box_saves_it_and_writes_nothing_else(services, name):
+    ids = add_pairs(services, name, ["before"])
+    opened = _open(services, name, 0)
+    assert is_skip(h.save_caption_on_leave(services, opened.state, "before"))
+    message = h.save_caption_on_leave(services, opened.state, "after <b>x</b>")
+    assert services.store.get_pair(ids[0]).caption == "after <b>x</b>"
+    assert "&lt;b&gt;" in message and "<b>" not in message
+    too_long = h.save_caption_on_leave(services, opened.state, "y" * 5000)
+    assert "too long" in plain(too_long) and services.store.get_pair(ids[0]).caption.startswith(
+        "after"
+    )
+
+
+def test_opening_another_pair_saves_the_open_one_or_stays(services, name):
+    ids = add_pairs(services, name, ["first", "second"])
+    opened = _open(services, name, 0)
+    moved = h.open_pair(services, opened.state, 1, "first, edited")
+    assert moved.state.selected == ids[1] and moved.caption == "second"
+    assert services.store.get_pair(ids[0]).caption == "first, edited"
+    assert "Saved the caption of pair" in plain(moved.message)
+    back = h.open_pair(services, moved.state, 0, "z" * 5000)  # cannot be saved: stay
+    assert back.state.selected == ids[1] and is_skip(back.caption)
+    assert "not saved" in plain(back.message) and services.store.get_pair(ids[1]).caption == (
+        "second"
+    )
+
+
+def test_a_failed_save_keeps_the_typed_text(services, name):
+    add_pairs(services, name, ["kept"])
+    opened = _open(services, name, 0)
+    failed = h.save_pair(services, opened.state, "   ", None)
+    assert "Blank caption" in plain(failed.message) and is_skip(failed.caption)
+
+
+def test_filters_survive_creating_and_deleting_a_collection(services, name):
+    add_pairs(services, name, ["a red cat", "a blue dog"])
+    filtered = h.set_filter(services, state_for(name), "cat", "all")
+    assert len(filtered.gallery) == 1
+    created = h.create_collection(services, filtered.state, f"{name}-new")
+    assert created.state.caption_filter == "cat"
+    back = h.switch_collection(services, created.state, name)
+    assert len(back.gallery) == 1 and back.state.caption_filter == "cat"
+    asked = h.ask_delete_collection(services, created.state)
+    gone = h.confirm_delete_collection(services, asked.state)
+    assert gone.state.caption_filter == "cat"
+
+
+def test_collection_names_and_captions_stay_text(services):
+    hostile = "<b>x</b> *y*"
+    created = h.create_collection(services, CurateState(), hostile)
+    assert "<b>" not in created.message and "&lt;b&gt;x&lt;/b&gt; \\*y\\*" in created.message
+    assert created.state.collection == hostile
+    add_pairs(services, hostile, ["<img src=x onerror=alert(1)>"])
+    deleted = h.delete_pair(services, _open(services, hostile, 0).state)
+    assert "<img" not in deleted.message and "&lt;img src=x" in deleted.message
+
+
+def test_duplicates_are_listed_with_the_pair_that_has_the_image(services, name, tmp_path):
+    folder = tmp_path / "dups"
+    folder.mkdir()
+    same = png((9, 99, 199))
+    for file_name in ("a.png", "b.png", "c.png"):
+        (folder / file_name).write_bytes(same)
+    (folder / "d.png").write_bytes(png((199, 9, 99)))
+    lines = [{"file_name": f, "text": f"icon {f[0]}"} for f in ("a.png", "b.png", "c.png", "d.png")]
+    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    services.store.create_collection(name)
+    outcome = h.import_files(
+        services, state_for(name), None, "", str(folder), "", "", h.SPLIT_FROM_DATA
+    )
+    assert "skipped 2 duplicates of an image (2 repeated within this import)" in plain(
+        outcome.summary
+    )
+    rows = outcome.skipped.values.tolist()
+    assert [r[0] for r in rows] == ["b.png", "c.png"]
+    assert all(r[1].startswith("pair ") and r[1].endswith("icon a") for r in rows)
+    assert {r[2] for r in rows} == {"earlier in this import"}

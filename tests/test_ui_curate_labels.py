@@ -13,6 +13,7 @@ from mmdemo.ui import curate_lookalikes as lk
 from mmdemo.ui.app import build_app
 from mmdemo.ui.curate import lookalike_outputs
 from mmdemo.ui.results import is_skip
+from tests.conftest import plain
 from tests.space import ALICE
 
 pytest_plugins = ["tests.space"]
@@ -63,7 +64,7 @@ def test_mark_hard_negative_then_undo(local):
     state = opened(local)
     looks = loaded(local, state).lookalikes
     refused = lk.mark_lookalike(local, state, looks, "negative")
-    assert "Click a look-alike first" in refused.message
+    assert "Click a look-alike first" in plain(refused.message)
     assert local.store.labels_for_pair(state.selected) == []
 
     looks = lk.select_lookalike(local, looks, 2).lookalikes
@@ -75,7 +76,7 @@ def test_mark_hard_negative_then_undo(local):
     ]
     assert "(by local)" in view.message
     assert "**1 labeled negative**" in view.stats
-    assert "hard negative: image" in view.labels and "**Labels (1)**" in view.labels
+    assert "hard negative: <img" in view.labels and "**Labels (1)**" in view.labels
     assert view.lookalikes.candidates[2].label == "negative"
     assert " ✗ " in view.candidates[2][1]
     assert view.lookalikes.selected == 2 and view.undo["visible"] is True
@@ -99,7 +100,7 @@ def test_mark_also_correct(local):
         ("also-positive", looks.candidates[0].image_sha256)
     ]
     assert "also-positive" in view.stats and "**0 labeled negatives**" in view.stats
-    assert "also positive: image" in view.labels
+    assert "also correct: <img" in view.labels and "(pair " in view.labels
     assert " + " in view.candidates[0][1]
 
 

@@ -6,6 +6,8 @@ The layout and the wiring live here; the handlers (plain functions, tested direc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gradio as gr
 
 from mmdemo.hub import on_space
@@ -15,6 +17,7 @@ from mmdemo.ui.common import Shared, collection_names
 from mmdemo.ui.curate_handlers import (
     ALL_SPLITS,
     REJECTED_COLUMNS,
+    SKIPPED_COLUMNS,
     SPLIT_FROM_DATA,
     CurateState,
     CurateView,
@@ -31,7 +34,9 @@ from mmdemo.ui.curate_handlers import (
     refresh,
     rename_collection,
     render,
+    save_caption_on_leave,
     save_pair,
+    save_split,
     set_filter,
     switch_collection,
     undo_delete,
@@ -156,6 +161,15 @@ def build_curate(services: Services, shared: Shared) -> None:
             max_height=300,
             elem_id="mm-rejected",
         )
+        skipped = gr.Dataframe(
+            headers=SKIPPED_COLUMNS,
+            label="Skipped duplicates (the image is already a pair)",
+            interactive=False,
+            wrap=True,
+            visible=False,
+            max_height=300,
+            elem_id="mm-skipped",
+        )
 
     splits_panel = layout_splits_panel(services, first.state)
 
@@ -167,7 +181,10 @@ def build_curate(services: Services, shared: Shared) -> None:
         with gr.Column(scale=3):
             with gr.Row(equal_height=True):
                 caption_filter = gr.Textbox(
-                    label="Filter captions", placeholder="contains…", scale=3, elem_id="mm-filter"
+                    label="Filter captions",
+                    placeholder='words, or a "quoted phrase"',
+                    scale=3,
+                    elem_id="mm-filter",
                 )
                 split_filter = gr.Dropdown(
                     [ALL_SPLITS, *SPLITS], value=ALL_SPLITS, label="Split", scale=1, min_width=120
@@ -198,7 +215,7 @@ def build_curate(services: Services, shared: Shared) -> None:
                     buttons=["fullscreen", "download"],
                 )
                 caption = gr.Textbox(label="Caption", lines=3, elem_id="mm-caption")
-                split = gr.Radio(list(SPLITS), label="Split", value="train")
+                split = gr.Radio(list(SPLITS), label="Split", value="train", elem_id="mm-split")
                 with gr.Row():
                     save_btn = gr.Button("Save", variant="primary", elem_id="mm-save")
                     delete_pair_btn = gr.Button("Delete pair", variant="stop")
@@ -228,7 +245,6 @@ def build_curate(services: Services, shared: Shared) -> None:
 
     components = {
         "state": state,
-        "collection": shared.collection,
         "picker": picker,
         "stats": stats,
         "gallery": gallery,
@@ -247,33 +263,58 @@ def build_curate(services: Services, shared: Shared) -> None:
         "labels": labels,
     }
     view = [components[name] for name in CurateView._fields]
+
+    def view_except(trigger: str) -> tuple[list, Callable[[CurateView], tuple]]:
+        """The outputs of an event that ``trigger`` fires, without ``trigger`` itself: what a
+        person just set is never written back."""
+        names = [name for name in CurateView._fields if name != trigger]
+
+        def outputs(view_: CurateView) -> tuple:
+            values = dict(zip(CurateView._fields, as_outputs(view_), strict=True))
+            return tuple(values[name] for name in names)
+
+        return [components[name] for name in names], outputs
+
     wire_splits_panel(services, splits_panel, state, view, as_outputs)
 
     def bind(handler):  # noqa: ANN001, ANN202 - handler(services, state, *values)
         return lambda *values: as_outputs(handler(services, *values))
 
+    # Only a person's choice of collection writes the shared one (other tabs read it when they
+    # are shown); nothing listens to its changes, so no event chains from here to other tabs.
+    switch_outputs = [*view, shared.collection]
+
+    def switched(view_: CurateView) -> tuple:
+        return (*as_outputs(view_), view_.state.collection)
+
     # Handlers that write get the Space login: Gradio fills an argument typed
     # `gr.OAuthProfile | None` itself (None off a Space); it is not an event input.
     def on_create(st: CurateState, text: str, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(create_collection(services, st, text, profile))
+        return switched(create_collection(services, st, text, profile))
 
     def on_rename(st: CurateState, text: str, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(rename_collection(services, st, text, profile))
+        return switched(rename_collection(services, st, text, profile))
 
     def on_ask_delete(st: CurateState, profile: gr.OAuthProfile | None) -> tuple:
         return as_outputs(ask_delete_collection(services, st, profile))
 
     def on_confirm_delete(st: CurateState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(confirm_delete_collection(services, st, profile))
+        return switched(confirm_delete_collection(services, st, profile))
+
+    picker_outputs, without_picker = view_except("picker")
+
+    def on_switch(st: CurateState, name: str | None) -> tuple:
+        view_ = switch_collection(services, st, name)
+        return (*without_picker(view_), view_.state.collection)
 
     shared.demo.load(bind(on_load), [state, shared.collection], view)
     shared.tabs["curate"].select(bind(refresh), [state], view)
-    picker_event = picker.input(bind(switch_collection), [state, picker], view)
-    create_btn.click(on_create, [state, name_box], view)
-    rename_btn.click(on_rename, [state, name_box], view)
+    picker_event = picker.input(on_switch, [state, picker], [*picker_outputs, shared.collection])
+    create_btn.click(on_create, [state, name_box], switch_outputs)
+    rename_btn.click(on_rename, [state, name_box], switch_outputs)
     delete_btn.click(on_ask_delete, [state], view)
     cancel_btn.click(bind(cancel_delete_collection), [state], view)
-    confirm_btn.click(on_confirm_delete, [state], view)
+    confirm_btn.click(on_confirm_delete, [state], switch_outputs)
 
     # No handler ever sets the filters, so `.change` means "the person edited them" (typing,
     # pasting or autofill alike; `.input` misses some of those).
@@ -289,16 +330,21 @@ def build_curate(services: Services, shared: Shared) -> None:
     prev_btn.click(lambda st: as_outputs(change_page(services, st, -1)), [state], view)
     next_btn.click(lambda st: as_outputs(change_page(services, st, +1)), [state], view)
 
-    def on_select(st: CurateState, evt: gr.SelectData) -> tuple:
-        return as_outputs(open_pair(services, st, int(evt.index)))
+    def on_select(st: CurateState, typed: str, evt: gr.SelectData) -> tuple:
+        return as_outputs(open_pair(services, st, int(evt.index), typed))
 
-    select_event = gallery.select(on_select, [state], view)
+    select_event = gallery.select(on_select, [state, caption], view)
 
     def on_save(st: CurateState, text: str, value: str, profile: gr.OAuthProfile | None) -> tuple:
         return as_outputs(save_pair(services, st, text, value, profile))
 
-    def on_split(st: CurateState, value: str, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(save_pair(services, st, None, value, profile))
+    split_outputs, without_split = view_except("split")
+
+    def on_split(st: CurateState, text: str, value: str, profile: gr.OAuthProfile | None) -> tuple:
+        return without_split(save_split(services, st, text, value, profile))
+
+    def on_leave_caption(st: CurateState, text: str, profile: gr.OAuthProfile | None):  # noqa: ANN202
+        return save_caption_on_leave(services, st, text, profile)
 
     def on_delete_pair(st: CurateState, profile: gr.OAuthProfile | None) -> tuple:
         return as_outputs(delete_pair(services, st, profile))
@@ -307,7 +353,8 @@ def build_curate(services: Services, shared: Shared) -> None:
         return as_outputs(undo_delete(services, st, profile))
 
     save_btn.click(on_save, [state, caption, split], view)
-    split.input(on_split, [state, split], view)
+    split.input(on_split, [state, caption, split], split_outputs)
+    caption.blur(on_leave_caption, [state, caption], [message], show_progress="hidden")
     delete_event = delete_pair_btn.click(on_delete_pair, [state], view)
     undo_event = undo_btn.click(on_undo, [state], view)
 
@@ -337,7 +384,8 @@ def build_curate(services: Services, shared: Shared) -> None:
             no_split_eval_percent=no_split_eval_percent,
         )
         table = gr.update(value=outcome.rejected, visible=not outcome.rejected.empty)
-        return (outcome.summary, table, *as_outputs(outcome.view))
+        repeats = gr.update(value=outcome.skipped, visible=not outcome.skipped.empty)
+        return (outcome.summary, table, repeats, *as_outputs(outcome.view))
 
     # -- look-alikes of the opened pair: labels for its caption, as in the Label tab -------------
     looks = gr.State(LookalikeState())
@@ -397,6 +445,6 @@ def build_curate(services: Services, shared: Shared) -> None:
     import_btn.click(
         on_import,
         [state, upload, captions, source, caption_col, image_col, import_split, no_split_eval],
-        [import_summary, rejected, *view],
+        [import_summary, rejected, skipped, *view],
         concurrency_id="import",
     )

@@ -26,6 +26,7 @@ from mmdemo.ingest import ImportReport
 from mmdemo.services import Services
 from mmdemo.splits import split_after_import
 from mmdemo.store import SPLITS, Collection, Pair, StoreError
+from mmdemo.text import html_text, md
 from mmdemo.ui.common import collection_names, default_collection, progress_callback, warn
 from mmdemo.ui.identity import LoginRequired, require_login
 
@@ -33,6 +34,7 @@ PAGE_SIZE = 48
 ALL_SPLITS = "all"
 SPLIT_FROM_DATA = "as in the data"
 REJECTED_COLUMNS = ["Item", "Reason"]
+SKIPPED_COLUMNS = ["Item", "Same image as", "Where"]
 SPACE_SOURCES = "On a Space only uploads and Hub dataset ids can be imported"
 _HUB_DATASET = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -58,7 +60,6 @@ class CurateView(NamedTuple):
     """Everything a Curate handler outputs, in the order of the event outputs."""
 
     state: CurateState
-    collection: str | None  # the shared collection (other tabs follow it)
     picker: Any
     stats: str
     gallery: list[tuple[str, str]]  # (thumbnail path, caption); see curate.as_outputs
@@ -84,6 +85,8 @@ class ImportOutcome(NamedTuple):
     summary: str
     rejected: pd.DataFrame
     view: CurateView
+    skipped: pd.DataFrame = pd.DataFrame(columns=SKIPPED_COLUMNS)
+    """Items skipped as duplicates, with the pair that already has each image."""
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -141,17 +144,29 @@ def _gallery_caption(pair: Pair) -> str:
 
 
 def labels_text(services: Services, pair: Pair) -> str:
+    """The pair's labels as a list naming captions (with a thumbnail of each labeled image)."""
     labels = services.store.labels_for_pair(pair.id)
     if not labels:
         return "No hard-negative labels for this pair yet."
     lines = [f"**Labels ({len(labels)})**"]
     for label in labels:
-        kind = "hard negative" if label.kind == "negative" else "also positive"
+        kind = "hard negative" if label.kind == "negative" else "also correct"
         if label.negative_caption is not None:
-            target = f"caption “{label.negative_caption}”"
+            lines.append(f"- {kind}: caption “{md(label.negative_caption, 200)}”")
+            continue
+        sha = label.negative_sha256 or ""
+        other = services.store.find_pair_by_image(pair.collection_id, sha)
+        thumb = thumb_path(services.settings.images_dir, sha)
+        picture = (
+            f'<img src="/gradio_api/file={html_text(thumb)}" alt="" height="32"'
+            ' style="display:inline;vertical-align:middle;margin:0 4px">'
+            if thumb.exists()
+            else ""
+        )
+        if other is None:
+            lines.append(f"- {kind}: {picture}an image no longer in this collection")
         else:
-            target = f"image `{(label.negative_sha256 or '')[:12]}…`"
-        lines.append(f"- {kind}: {target}")
+            lines.append(f"- {kind}: {picture}“{md(other.caption, 200)}” (pair {other.id})")
     return "\n".join(lines)
 
 
@@ -231,7 +246,6 @@ def render(
     )
     return CurateView(
         state=state,
-        collection=state.collection,
         picker=gr.update(choices=collection_names(services), value=state.collection),
         stats=stats_text(services, collection),
         gallery=[(_thumb(services, p), _gallery_caption(p)) for p in pairs],
@@ -288,9 +302,13 @@ def create_collection(
         created = services.store.create_collection(name)
     except StoreError as exc:
         return _fail(services, dataclasses.replace(state, pending_delete=None), exc, editor=False)
-    state = CurateState(collection=created.name)
+    state = CurateState(
+        collection=created.name,
+        caption_filter=state.caption_filter,
+        split_filter=state.split_filter,
+    )
     return render(
-        services, state, f"Created “{created.name}”: open **Import pairs** to add images."
+        services, state, f"Created “{md(created.name)}”: open **Import pairs** to add images."
     )
 
 
@@ -309,7 +327,7 @@ def rename_collection(
     except StoreError as exc:
         return _fail(services, state, exc, editor=False)
     state = dataclasses.replace(state, collection=renamed.name)
-    return render(services, state, f"Renamed to “{renamed.name}”.", editor=False)
+    return render(services, state, f"Renamed to “{md(renamed.name)}”.", editor=False)
 
 
 def ask_delete_collection(
@@ -347,7 +365,8 @@ def confirm_delete_collection(
         services.store.delete_collection(name)
     except StoreError as exc:
         return _fail(services, state, exc)
-    return render(services, CurateState(), f"Deleted collection “{name}”.")
+    state = CurateState(caption_filter=state.caption_filter, split_filter=state.split_filter)
+    return render(services, state, f"Deleted collection “{md(name)}”.")
 
 
 # -- gallery -------------------------------------------------------------------------------------
@@ -369,15 +388,46 @@ def change_page(services: Services, state: CurateState, delta: int) -> CurateVie
     return render(services, state, editor=False)
 
 
-def open_pair(services: Services, state: CurateState, index: int) -> CurateView:
-    """A gallery click: ``index`` is the position of the thumbnail on the current page."""
+def open_pair(
+    services: Services, state: CurateState, index: int, typed_caption: str | None = None
+) -> CurateView:
+    """A gallery click: ``index`` is the position of the thumbnail on the current page.
+
+    ``typed_caption`` is what the caption box holds: an unsaved edit of the pair open so far is
+    saved first; if it cannot be saved, that pair stays open with its text and the reason.
+    """
     state = dataclasses.replace(state, pending_delete=None)
     if not 0 <= index < len(state.page_ids):
         return render(services, state, "That thumbnail is gone; the gallery was refreshed.")
-    return render(services, dataclasses.replace(state, selected=state.page_ids[index]))
+    saved = ""
+    if state.page_ids[index] != state.selected:
+        try:
+            saved = _save_typed_caption(services, state, typed_caption)
+        except StoreError as exc:
+            return render(
+                services, state, warn(f"Pair {state.selected} not saved: {exc}"), editor=False
+            )
+    return render(services, dataclasses.replace(state, selected=state.page_ids[index]), saved)
 
 
 # -- the pair editor -----------------------------------------------------------------------------
+def _save_typed_caption(services: Services, state: CurateState, typed: str | None) -> str:
+    """Save the caption box's text for the open pair when it differs from the stored caption.
+
+    Returns the message to show ("" when there was nothing to save); raises ``StoreError``.
+    """
+    if state.selected is None or typed is None:
+        return ""
+    try:
+        stored = services.store.get_pair(state.selected)
+    except StoreError:
+        return ""
+    if " ".join(typed.split()) == stored.caption:
+        return ""
+    pair = services.store.update_pair(stored.id, caption=typed)
+    return f"Saved the caption of pair {pair.id}: “{md(pair.caption, 80)}”."
+
+
 def save_pair(
     services: Services,
     state: CurateState,
@@ -396,8 +446,39 @@ def save_pair(
     try:
         pair = services.store.update_pair(state.selected, caption=caption, split=split)
     except StoreError as exc:
-        return _fail(services, state, exc)
+        return _fail(services, state, exc, editor=False)
     return render(services, state, f"Saved pair {pair.id}.")
+
+
+def save_split(
+    services: Services,
+    state: CurateState,
+    typed_caption: str | None,
+    split: str | None,
+    profile: Any = None,
+) -> CurateView:
+    """A click on a split: save it together with the caption box's text, and leave both
+    fields as the person set them (nothing typed is reverted)."""
+    view = save_pair(services, state, typed_caption, split, profile)
+    return view._replace(caption=gr.skip(), split=gr.skip())
+
+
+def save_caption_on_leave(
+    services: Services, state: CurateState, typed_caption: str | None, profile: Any = None
+) -> str | Any:
+    """The caption box lost the focus: save an edit so a click elsewhere never loses it.
+
+    Returns the message for the status line (``gr.skip()`` when nothing changed); writes no
+    other output, so it cannot race the click that took the focus away.
+    """
+    try:
+        require_login(profile, services.settings)
+        message = _save_typed_caption(services, state, typed_caption)
+    except LoginRequired as exc:
+        return warn(exc.message)
+    except StoreError as exc:
+        return warn(f"Pair {state.selected} not saved: {exc}")
+    return message or gr.skip()
 
 
 def delete_pair(services: Services, state: CurateState, profile: Any = None) -> CurateView:
@@ -413,7 +494,7 @@ def delete_pair(services: Services, state: CurateState, profile: Any = None) -> 
     except StoreError as exc:
         return _fail(services, state, exc)
     state = dataclasses.replace(state, selected=None, last_deleted=pair.id)
-    return render(services, state, f"Deleted pair {pair.id} (“{pair.caption[:60]}”).")
+    return render(services, state, f"Deleted pair {pair.id} (“{md(pair.caption, 60)}”).")
 
 
 def undo_delete(services: Services, state: CurateState, profile: Any = None) -> CurateView:
@@ -443,6 +524,19 @@ def _rejected_frame(reports: list[ImportReport], failures: list[tuple[str, str]]
     rows = [(name, reason) for name, reason in failures]
     rows += [(r.item, r.reason) for report in reports for r in report.rejected]
     return pd.DataFrame(rows, columns=REJECTED_COLUMNS)
+
+
+def _skipped_frame(reports: list[ImportReport]) -> pd.DataFrame:
+    rows = [
+        (
+            d.item,
+            f"pair {d.pair_id}: {d.caption if len(d.caption) <= 120 else d.caption[:119] + '…'}",
+            "earlier in this import" if d.in_this_import else "already in the collection",
+        )
+        for report in reports
+        for d in report.skipped
+    ]
+    return pd.DataFrame(rows, columns=SKIPPED_COLUMNS)
 
 
 def hub_dataset_id(text: str) -> str | None:
@@ -561,7 +655,7 @@ def import_files(
         except ImportFailed as exc:
             failures.append((f"{len(images)} uploaded images", f"not imported: {exc}"))
 
-    summary = " ".join(report.summary() for report in reports)
+    summary = " ".join(md(report.summary()) for report in reports)
     if failures:
         summary = (summary + " " if summary else "") + warn(
             f"{len(failures)} source{'s' if len(failures) != 1 else ''} could not be imported:"
@@ -572,4 +666,4 @@ def import_files(
         note = split_after_import(store, collection.id, no_split_eval_percent / 100, added)
         summary = f"{summary} {note}".strip()
     view = render(services, state, editor=False)
-    return ImportOutcome(summary, _rejected_frame(reports, failures), view)
+    return ImportOutcome(summary, _rejected_frame(reports, failures), view, _skipped_frame(reports))
