@@ -61,3 +61,13 @@ def test_no_change_handler_writes_back_into_its_trigger(demo):
         triggers = {target[0] for target in fn.targets if target[1] in CHANGE_EVENTS}
         written = {block._id for block in fn.outputs}
         assert not triggers & written, f"{fn.name} writes back into what triggered it"
+
+
+def test_the_remembered_collection_survives_an_app_restart(tmp_path):
+    from mmdemo.ui.app import browser_state_secret
+
+    settings = Settings.from_env({"MMDEMO_HOME": str(tmp_path / "home")})
+    first = browser_state_secret(settings)
+    assert len(first) >= 32 and browser_state_secret(settings) == first
+    other = Settings.from_env({"MMDEMO_HOME": str(tmp_path / "other")})
+    assert browser_state_secret(other) != first

@@ -8,6 +8,7 @@ in :data:`TABS`.
 from __future__ import annotations
 
 import html
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +70,22 @@ def header_html(services: Services) -> str:
     )
 
 
+def browser_state_secret(settings: Settings) -> str:
+    """The key the browser's remembered collection is encrypted with, kept in MMDEMO_HOME so a
+    restarted app can still read it (Gradio's default is random per process: after a restart
+    every browser would silently fall back to the default collection)."""
+    path = settings.home / "browser-state.key"
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if len(key) < 32:
+        key = secrets.token_urlsafe(32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(key)
+    return key
+
+
 def build_app(services: Services) -> gr.Blocks:
     """Build the whole web app (no server is started; see :func:`launch`)."""
     with gr.Blocks(
@@ -77,7 +94,9 @@ def build_app(services: Services) -> gr.Blocks:
         shared = Shared(
             demo=demo,
             collection=gr.BrowserState(
-                default_collection(services), storage_key=COLLECTION_STORAGE_KEY
+                default_collection(services),
+                storage_key=COLLECTION_STORAGE_KEY,
+                secret=browser_state_secret(services.settings),
             ),
             timer=gr.Timer(2.0),
         )
