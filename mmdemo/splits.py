@@ -283,7 +283,7 @@ def make_splits(
         "only_train": bool(only_train),
     }
     change = _apply(store, collection_id, "split", assignments, old, len(pairs), settings=settings)
-    return _with_groups(change, store.list_pairs(collection_id))
+    return _with_groups(change, pairs, groups)
 
 
 def move_pairs(store: Store, pair_ids: Iterable[int], split: str) -> SplitChange:
@@ -301,26 +301,34 @@ def move_pairs(store: Store, pair_ids: Iterable[int], split: str) -> SplitChange
     if len(collections) > 1:
         raise ValueError("The pairs to move belong to more than one collection.")
     (collection_id,) = collections
+    everything = store.list_pairs(collection_id)
     old = {p.id: p.split for p in chosen}
     change = _apply(store, collection_id, "move", {p.id: split for p in chosen}, old, len(chosen))
-    everything = store.list_pairs(collection_id)
     return _with_groups(change, everything)
 
 
-def _with_groups(change: SplitChange, pairs: Sequence[_Pairish]) -> SplitChange:
-    """``change`` with the collection's group count and the groups that span two splits."""
-    groups = group_pairs(pairs)
-    crossing = sum(len({pairs[i].split for i in members}) > 1 for members in groups)
+def _with_groups(
+    change: SplitChange, pairs: Sequence[_Pairish], groups: list[list[int]] | None = None
+) -> SplitChange:
+    """``change`` with the collection's group count and the groups that now span two splits.
+
+    ``pairs`` are the collection's pairs as read before the change (``groups`` their grouping,
+    if known): the change's new splits are applied to them here rather than read again.
+    """
+    groups = group_pairs(pairs) if groups is None else groups
+    now = [change.current.get(p.id, p.split) for p in pairs]
+    crossing = sum(len({now[i] for i in members}) > 1 for members in groups)
     return replace(change, groups=len(groups), crossing=crossing)
 
 
 def undo_split_change(store: Store, change: SplitChange) -> SplitChange:
     """Put every pair ``change`` moved back in its previous split (pairs deleted since are left
     alone). Returns the undo as a change of its own (undoing that redoes)."""
-    still = {p.id: p.split for p in store.get_pairs(list(change.previous))}
+    everything = store.list_pairs(change.collection_id)
+    still = {p.id: p.split for p in everything if p.id in change.previous}
     restore = {pid: split for pid, split in change.previous.items() if pid in still}
     undone = _apply(store, change.collection_id, "undo", restore, still, len(restore))
-    return _with_groups(undone, store.list_pairs(change.collection_id))
+    return _with_groups(undone, everything)
 
 
 def split_after_import(store: Store, collection_id: int, eval_share: float, added: int) -> str:
