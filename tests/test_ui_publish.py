@@ -6,7 +6,9 @@ a dry run stands in for ``snapshot_download``).
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import warnings
 import zipfile
@@ -29,6 +31,12 @@ from mmdemo.ui import publish_view as v
 from mmdemo.ui.app import build_app
 from tests.conftest import make_image_bytes
 from tests.test_hub import FakeHfApi, _http_error
+
+
+def shown(markdown: str) -> str:
+    """What a person reads of escaped Markdown: backslash escapes and entities resolved."""
+    return html.unescape(re.sub(r"\\(.)", r"\1", markdown))
+
 
 CANARY = "hf_CANARYpublishTABcanary0123456789ab"
 SPACE_SECRET = "hf_SPACEsecretOFtheOWNERxx0123456789"
@@ -222,20 +230,23 @@ def test_invalid_repo_ids_get_a_clear_message_and_nothing_is_sent(
     published: Services, model_repo: str, dataset_repo: str, expected: str
 ):
     message = v.check_targets(published, "run-1", model_repo, "shapes", dataset_repo)
-    assert message.startswith("⚠️") and expected in message
+    if model_repo or dataset_repo:
+        assert message.startswith("⚠️") and expected in shown(message)
+    else:  # an empty form is a hint, not a warning
+        assert message == v.EMPTY_FORM and expected in message
     api = FakeHfApi()
     with pytest.warns(UserWarning, match=expected):
         outcome = push(published, model_repo=model_repo, dataset_repo=dataset_repo, api=api)
-    assert expected in outcome.status and api.calls == []
+    assert expected in shown(outcome.status) and api.calls == []
     with pytest.warns(UserWarning, match=expected):
         dry = h.dry_run(published, "run-1", model_repo, "shapes", dataset_repo)
-    assert expected in dry.status and dry.download == gr.skip()
+    assert expected in shown(dry.status) and dry.download == gr.skip()
 
 
 def test_the_form_says_what_it_would_publish_and_what_is_missing(published: Services):
     ready = v.check_targets(published, "run-1", " alice/m ", "shapes", "alice/d")
     assert ready == (
-        "Ready: run **run-1** → model repo `alice/m` and collection **shapes** → dataset repo"
+        "Ready: run **run\\-1** → model repo `alice/m` and collection **shapes** → dataset repo"
         " `alice/d`."
     )
     assert "Choose a finished run" in v.check_targets(published, None, "alice/m", None, "")
@@ -316,7 +327,7 @@ def test_a_failure_after_the_dataset_says_what_was_published_and_a_retry_works(
     api.upload_folder = flaky_upload
     with pytest.warns(UserWarning, match="server error"):
         failed = push(published, api=api)
-    assert "server error (503)" in failed.status
+    assert "server error (503)" in shown(failed.status)
     assert "Published before that:" in failed.status
     assert "https://huggingface.co/datasets/alice/shapes" in failed.status
     # Retrying: the dataset now exists, so the app asks; overwriting publishes both.
@@ -334,7 +345,7 @@ def test_no_token_says_how_to_log_in_and_sends_nothing(
     api = FakeHfApi()
     with pytest.warns(UserWarning, match="Not logged in"):
         outcome = push(published, pasted_token="", api=api)
-    assert "HF_TOKEN" in outcome.status and "hf auth login" in outcome.status
+    assert "HF_TOKEN" in shown(outcome.status) and "hf auth login" in shown(outcome.status)
     assert api.calls == []
     assert "No token found" in identity.token_hint(published.settings)
     monkeypatch.setenv("HF_TOKEN", CANARY)
@@ -490,13 +501,100 @@ def test_choices_list_finished_runs_follow_the_run_and_skip_when_unchanged(
     assert first.run["choices"] == ["run-1"] and first.run["value"] == "run-1"
     assert first.collection["value"] == "shapes", "the run's own collection comes first"
     assert sorted(first.collection["choices"]) == ["other", "shapes"]
-    again = v.refresh_choices(published, "run-1", "other", first.seen)
+    again = v.refresh_choices(published, "run-1", "other", first.seen, preferred="other")
     assert again.run == gr.skip() and again.collection == gr.skip()
     published.store.update_run("busy", status="finished")
-    later = v.refresh_choices(published, "run-1", "other", first.seen)
+    later = v.refresh_choices(published, "run-1", "other", first.seen, preferred="other")
     assert later.run["choices"] == ["busy", "run-1"] and later.run["value"] == "run-1"
     assert later.collection["value"] == "other", "the current pick is kept"
     assert v.follow_run(published, "busy")["value"] == "other"
+
+
+def test_the_collection_follows_the_browsers_current_one_when_it_changes(published: Services):
+    published.store.create_collection("other")
+    first = v.refresh_choices(published, None, None, None, preferred="shapes")
+    assert (first.run["value"], first.collection["value"]) == ("run-1", "shapes")
+    # Shown again, the same current collection: the person's own pick in this tab stays.
+    kept = v.refresh_choices(published, "run-1", "other", first.seen, preferred="shapes")
+    assert kept.collection == gr.skip()
+    # Curate opened "other" meanwhile: the tab follows it, and keeps the run.
+    followed = v.refresh_choices(published, "run-1", "shapes", first.seen, preferred="other")
+    assert (followed.run["value"], followed.collection["value"]) == ("run-1", "other")
+    # A current collection deleted elsewhere: the pick stays (it still exists).
+    stale = v.refresh_choices(published, "run-1", "other", followed.seen, preferred="gone")
+    assert stale.collection["value"] == "other"
+    # A browser round trip turns the tuples into lists: still recognised as unchanged.
+    as_lists = [list(stale.seen[0]), list(stale.seen[1]), stale.seen[2]]
+    again = v.refresh_choices(published, "run-1", "other", as_lists, preferred="gone")
+    assert again.run == gr.skip() and again.collection == gr.skip()
+
+
+def test_a_form_change_clears_the_last_outcome_so_both_lines_agree(published: Services):
+    with pytest.warns(UserWarning, match="Nothing to publish"):
+        clicked_early = h.dry_run(published, "run-1", "", "shapes", "")
+    assert "Nothing to publish" in clicked_early.status
+    changed = v.form_changed(published, "run-1", "alice/m", "shapes", "")
+    assert changed.check.startswith("Ready: run") and changed.status == ""
+    assert visible(changed.ask) is False and visible(changed.download) is False
+    assert visible(changed.preview) is False
+    empty = v.form_changed(published, "run-1", "", "shapes", "")
+    assert empty.check == v.EMPTY_FORM and "⚠" not in empty.check
+
+
+def test_user_text_in_the_publish_tab_is_text(published: Services, tiny_clip: Path, tmp_path):
+    store = published.store
+    hostile = "<b>x</b>"
+    fill_collection(published, hostile)
+    coll = store.collection(hostile)
+    pair = store.list_pairs(coll.id)[0]
+    store.update_pair(pair.id, caption="<img src=x onerror=alert(1)>")
+    make_run(published, tiny_clip, coll.id, name="<i>r</i>")
+
+    ready = v.check_targets(published, "<i>r</i>", "alice/m", hostile, "alice/d")
+    assert "<" not in ready and "&lt;i&gt;r&lt;/i&gt;" in ready and "&lt;b&gt;x&lt;/b&gt;" in ready
+    with pytest.warns(UserWarning) as toasts:
+        refused = push(published, run="<img src=x>", model_repo="alice/m", dataset_repo="")
+    assert "<img" not in refused.status and "<img" not in str(toasts[0].message)
+    assert "&lt;img src=x&gt;" in str(toasts[0].message), "the toast shows it as typed"
+
+    for run_name, model_repo in ((None, ""), ("<i>r</i>", "alice/m")):
+        dry = h.dry_run(published, run_name, model_repo, hostile, "alice/hostile")
+        assert "<" not in dry.status and "&lt;b&gt;x&lt;/b&gt;" in dry.status
+        preview = dry.preview["value"]
+        assert "## " in preview, "the card's Markdown still renders"
+        outside_code = re.sub(r"```.*?```|`[^`\n]*`", "", preview, flags=re.DOTALL)
+        assert "<" not in outside_code, "raw HTML shows as text"
+        assert "&lt;" in outside_code
+        if run_name:  # the model card shows example captions: the hostile one as text
+            assert "<img src=x onerror=alert(1)>" in shown(outside_code)
+
+
+def test_the_publish_tab_reads_the_collection_when_shown_and_checks_in_one_listener(
+    published: Services,
+):
+    demo = build_app(published)
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    check, status = by_id["mm-pub-check"], by_id["mm-pub-status"]
+    run, collection = by_id["mm-pub-run"], by_id["mm-pub-collection"]
+    browser_state = next(b for b in demo.blocks.values() if isinstance(b, gr.BrowserState))
+    timer = next(b for b in demo.blocks.values() if isinstance(b, gr.Timer))
+    publish_fns = [
+        fn
+        for fn in demo.fns.values()
+        if {check, status, run, collection} & set(fn.outputs)
+        or any(t[0] == by_id["mm-pub-dry"]._id for t in fn.targets)
+    ]
+    assert not any(t[0] == timer._id for fn in publish_fns for t in fn.targets), "no polling"
+    (checks,) = [fn for fn in publish_fns if check in fn.outputs]
+    assert len(checks.targets) == 4 and checks.trigger_mode == "always_last"
+    assert status in checks.outputs, "a form change clears the last outcome"
+    readers = [fn for fn in publish_fns if browser_state in fn.inputs]
+    assert sorted(t[1] for fn in readers for t in fn.targets) == ["load", "select"]
+    for fn in publish_fns:
+        if fn.tracks_progress:
+            assert len(fn.show_progress_on) == 1, fn.name
+        else:
+            assert fn.show_progress == "hidden", fn.name
 
 
 def test_the_app_has_a_publish_tab_whose_handlers_get_the_oauth_token(

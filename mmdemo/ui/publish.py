@@ -13,14 +13,15 @@ import gradio as gr
 
 from mmdemo.hub import on_space
 from mmdemo.services import Services
-from mmdemo.ui.common import Shared
+from mmdemo.ui.common import Shared, default_collection
 from mmdemo.ui.identity import NO_SPACE_LOGIN, space_login_available, token_hint
 from mmdemo.ui.publish_handlers import dry_run, import_from_hub, push
 from mmdemo.ui.publish_view import (
+    EMPTY_FORM,
     IF_EXISTS_CHOICES,
     cancel_choice,
-    check_targets,
     follow_run,
+    form_changed,
     refresh_choices,
 )
 
@@ -36,7 +37,7 @@ def build_publish(services: Services, shared: Shared) -> None:
     """Lay out the Publish tab inside the current ``gr.Tab`` and wire its events."""
     settings = services.settings
     space = on_space(settings)
-    first = refresh_choices(services, None, None, None)
+    first = refresh_choices(services, None, None, None, default_collection(services))
 
     gr.Markdown(INTRO)
     with gr.Row(equal_height=True):
@@ -67,7 +68,7 @@ def build_publish(services: Services, shared: Shared) -> None:
                 elem_id="mm-pub-dataset-repo",
             )
     seen = gr.State(first.seen)
-    check = gr.Markdown(elem_id="mm-pub-check")
+    check = gr.Markdown(EMPTY_FORM, elem_id="mm-pub-check")
 
     with gr.Row():
         private = gr.Checkbox(
@@ -132,31 +133,29 @@ def build_publish(services: Services, shared: Shared) -> None:
     outcome = [status, ask, download, preview]
 
     def on_refresh(
-        run_name: str | None, coll: str | None, last: tuple | None, preferred: str | None
+        run_name: str | None, coll: str | None, last: tuple | None, current: str | None
     ) -> tuple:
-        return tuple(refresh_choices(services, run_name, coll, last, preferred))
+        return tuple(refresh_choices(services, run_name, coll, last, current))
 
-    shared.demo.load(
-        lambda r, pref: on_refresh(r, None, None, pref),
-        [run, shared.collection],
-        [run, collection, seen],
+    # The browser's current collection is read when the page loads and whenever the tab is
+    # shown (runs finished and collections made elsewhere show then); it is never written here.
+    quiet = {"show_progress": "hidden"}
+    choices_in = [run, collection, seen, shared.collection]
+    choices_out = [run, collection, seen]
+    shared.demo.load(on_refresh, choices_in, choices_out, **quiet)
+    if "publish" in shared.tabs:
+        shared.tabs["publish"].select(on_refresh, choices_in, choices_out, **quiet)
+    run.input(lambda name: follow_run(services, name), [run], [collection], **quiet)
+    # One listener for the whole form, so checks finish in order and the last one shows; a
+    # change also clears what the last dry run or push said about other targets.
+    gr.on(
+        [control.change for control in form],
+        lambda *values: tuple(form_changed(services, *values)),
+        form,
+        [check, *outcome],
+        trigger_mode="always_last",
+        **quiet,
     )
-    shared.timer.tick(
-        on_refresh,
-        [run, collection, seen, shared.collection],
-        [run, collection, seen],
-        show_progress="hidden",
-        concurrency_limit=None,  # a cheap read; never waits behind a publish
-    )
-    run.input(lambda name: follow_run(services, name), [run], [collection])
-    for control in form:
-        control.change(
-            lambda *values: check_targets(services, *values),
-            form,
-            [check],
-            trigger_mode="always_last",
-            show_progress="hidden",
-        )
 
     def on_dry_run(
         run_name: str | None,
@@ -234,13 +233,21 @@ def build_publish(services: Services, shared: Shared) -> None:
             import_from_hub(services, repo, name, pasted, oauth_token, profile, progress=progress)
         )
 
-    publish_events = {"concurrency_id": "publish", "concurrency_limit": 1}
+    publish_events = {
+        "concurrency_id": "publish",
+        "concurrency_limit": 1,
+        "show_progress_on": [status],  # one bar, on the message that changes
+    }
     dry_btn.click(on_dry_run, form, outcome, **publish_events)
     push_btn.click(on_push, [*form, private, token], outcome, **publish_events)
     continue_btn.click(on_continue, [*form, private, if_exists, token], outcome, **publish_events)
-    cancel_btn.click(lambda: tuple(cancel_choice()), None, outcome)
+    cancel_btn.click(lambda: tuple(cancel_choice()), None, outcome, **quiet)
     pull_btn.click(
-        on_pull, [pull_repo, pull_name, token], [pull_status, collection], concurrency_id="import"
+        on_pull,
+        [pull_repo, pull_name, token],
+        [pull_status, collection],
+        concurrency_id="import",
+        show_progress_on=[pull_status],
     )
 
 

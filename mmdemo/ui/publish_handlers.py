@@ -41,6 +41,7 @@ from mmdemo.hub import (
 from mmdemo.importers import ImportFailed
 from mmdemo.services import Services
 from mmdemo.store import StoreError
+from mmdemo.text import md
 from mmdemo.ui.common import collection_names, progress_callback
 from mmdemo.ui.identity import LoginRequired, require_login, token_for
 from mmdemo.ui.publish_view import (
@@ -312,14 +313,11 @@ def import_from_hub(
             services.store, settings, target, repo, token=secret, download=download, **options
         )
     except LoginRequired as exc:
-        gr.Warning(exc.message)
-        return ImportOutcome(f"⚠️ {exc.message}", gr.skip())
+        return ImportOutcome(failure(exc.message).status, gr.skip())
     except (PublishError, ImportFailed, StoreError) as exc:
-        message = redact(str(exc), secret)
-        gr.Warning(message)
-        return ImportOutcome(f"⚠️ {message}", gr.skip())
+        return ImportOutcome(failure(redact(str(exc), secret)).status, gr.skip())
     names = collection_names(services)
     summary = report.summary()
     if report.rejected:
         summary += " Rejected: " + "; ".join(f"{r.item}: {r.reason}" for r in report.rejected[:5])
-    return ImportOutcome(summary, gr.update(choices=names, value=target))
+    return ImportOutcome(md(summary), gr.update(choices=names, value=target))

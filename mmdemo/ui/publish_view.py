@@ -6,6 +6,7 @@ layout in :mod:`mmdemo.ui.publish`: nothing here touches the network or the disk
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -17,8 +18,13 @@ from mmdemo.cards import split_front_matter
 from mmdemo.hub import PublishError, PublishResult, check_repo_id
 from mmdemo.services import Services
 from mmdemo.store import StoreError
+from mmdemo.text import html_text, md
 from mmdemo.ui.common import collection_names
 
+EMPTY_FORM = (
+    "*Nothing to publish yet: write a model repo (owner/name) to publish the run, and/or a"
+    " dataset repo to publish the collection.*"
+)
 IF_EXISTS_CHOICES = [
     ("Overwrite: replace the repo's files with these", "overwrite"),
     ("Open a pull request with the new files", "pr"),
@@ -52,6 +58,14 @@ class Choices(NamedTuple):
     seen: tuple | None
 
 
+def _seen_key(seen: Any) -> tuple | None:
+    """``seen`` as built by :func:`refresh_choices` (a browser round trip may make lists)."""
+    if not isinstance(seen, list | tuple) or len(seen) != 3:
+        return None
+    runs, names, current = seen
+    return (tuple(runs), tuple(names), current)
+
+
 def refresh_choices(
     services: Services,
     run: str | None,
@@ -61,18 +75,22 @@ def refresh_choices(
 ) -> Choices:
     """Fresh dropdown choices, keeping the current picks when they still exist.
 
-    ``seen`` is what the dropdowns were last built from; when nothing changed both outputs are
-    ``gr.skip()`` (the polling timer calls this every few seconds).
+    ``preferred`` is the browser's current collection: the collection dropdown starts on the
+    run's own collection, else on it, and follows it when it changed since ``seen`` (picked in
+    Curate while this tab was away). ``seen`` is what the dropdowns were last built from; when
+    nothing changed both outputs are ``gr.skip()``.
     """
     runs, names = finished_runs(services), collection_names(services)
-    now = (tuple(runs), tuple(names))
-    if seen is not None and tuple(map(tuple, seen)) == now:
-        return Choices(gr.skip(), gr.skip(), seen)
+    now = (tuple(runs), tuple(names), preferred)
+    last = _seen_key(seen)
+    if last == now:
+        return Choices(gr.skip(), gr.skip(), now)
     run_value = run if run in runs else (runs[0] if runs else None)
-    fallback = run_collection(services, run_value) or preferred
-    coll_value = next(
-        (c for c in (collection, fallback) if c in names), names[0] if names else None
-    )
+    if last is not None and preferred != last[2]:
+        candidates: tuple[str | None, ...] = (preferred, collection)
+    else:
+        candidates = (collection, run_collection(services, run_value), preferred)
+    coll_value = next((c for c in candidates if c in names), names[0] if names else None)
     return Choices(
         gr.update(choices=runs, value=run_value),
         gr.update(choices=names, value=coll_value),
@@ -97,11 +115,15 @@ class Targets:
     dataset_repo: str | None = None
 
     def describe(self) -> str:
+        """What is sent where, in Markdown (names escaped; repo ids are checked ids, shown as
+        code)."""
         parts = []
         if self.model_repo:
-            parts.append(f"run **{self.run}** → model repo `{self.model_repo}`")
+            parts.append(f"run **{md(self.run)}** → model repo `{self.model_repo}`")
         if self.dataset_repo:
-            parts.append(f"collection **{self.collection}** → dataset repo `{self.dataset_repo}`")
+            parts.append(
+                f"collection **{md(self.collection)}** → dataset repo `{self.dataset_repo}`"
+            )
         return " and ".join(parts)
 
     @property
@@ -154,12 +176,45 @@ def check_targets(
     collection: str | None,
     dataset_repo: str | None,
 ) -> str:
-    """The line under the form: what would be published, or what is wrong (nothing is sent)."""
+    """The line under the form: what would be published, or what is wrong (nothing is sent).
+
+    An empty form is not an error: the line says what to fill in, without a warning sign.
+    """
+    if not (model_repo or "").strip() and not (dataset_repo or "").strip():
+        return EMPTY_FORM
     try:
         targets = plan_targets(services, run, model_repo, collection, dataset_repo)
     except PublishError as exc:
-        return f"⚠️ {exc}"
+        return f"⚠️ {md(exc)}"
     return f"Ready: {targets.describe()}."
+
+
+class FormCheck(NamedTuple):
+    """Outputs of :func:`form_changed`: the check line and the last action's outcome."""
+
+    check: str
+    status: Any
+    ask: Any
+    download: Any
+    preview: Any
+
+
+def form_changed(
+    services: Services,
+    run: str | None,
+    model_repo: str | None,
+    collection: str | None,
+    dataset_repo: str | None,
+) -> FormCheck:
+    """The form changed: check it again, and clear what the last dry run or push said (its
+    message, the overwrite choice, its zip and card), which was about other targets."""
+    return FormCheck(
+        check_targets(services, run, model_repo, collection, dataset_repo),
+        "",
+        gr.update(visible=False),
+        gr.update(value=None, visible=False),
+        gr.update(value="", visible=False),
+    )
 
 
 # -- outcomes and messages ---------------------------------------------------------------------
@@ -187,13 +242,27 @@ def result_lines(results: list[PublishResult]) -> list[str]:
     return lines
 
 
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.DOTALL)
+
+
+def _markup_as_text(markdown: str) -> str:
+    """Markdown with raw HTML shown as text: ``<`` and ``&`` escaped outside code (code is text
+    already, and an entity there would show as typed)."""
+    parts = _CODE.split(markdown)
+    return "".join(
+        part if index % 2 else html.escape(part, quote=False) for index, part in enumerate(parts)
+    )
+
+
 def card_preview(card: str) -> str:
-    """A card as the preview shows it: front matter as a YAML block, images as their paths.
+    """A card as the preview shows it: front matter as a YAML block, images as their paths,
+    raw HTML (a caption or name like ``<img …>``) as text.
 
     Example images sit next to the card in the repo, so the app cannot show them here.
     """
     meta, body = split_front_matter(card)
     body = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", r"🖼 `\2`", body)
+    body = _markup_as_text(body)
     if not meta:
         return body
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip()
@@ -201,9 +270,10 @@ def card_preview(card: str) -> str:
 
 
 def failure(message: str) -> PublishOutcome:
-    """A warning toast and the outcome that shows it (the overwrite choice hidden)."""
-    gr.Warning(message)
-    return PublishOutcome(f"⚠️ {message}", gr.update(visible=False), gr.skip(), gr.skip())
+    """A warning toast and the outcome that shows it (the overwrite choice hidden); the message
+    is plain text (names, repo ids and errors in it stay text)."""
+    gr.Warning(html_text(message))
+    return PublishOutcome(f"⚠️ {md(message)}", gr.update(visible=False), gr.skip(), gr.skip())
 
 
 def ask_choice(taken: list[str]) -> PublishOutcome:
