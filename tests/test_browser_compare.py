@@ -121,6 +121,96 @@ def test_query_label_and_find_it_in_curate_and_export(live_app, page, screenshot
     ]
 
 
+HOSTILE_NAME = '<b id="mm-injected-name">x</b> & co'
+HOSTILE_CAPTION = '<img id="mm-injected-caption" src=x onerror="window.__mmPwned=1"> **bold**'
+INJECTED = (
+    "() => Boolean(window.__mmPwned || document.querySelector("
+    "'#mm-injected-name, #mm-injected-caption, img[src=\"x\"]'))"
+)
+
+
+def add_hostile_collection(services) -> None:  # noqa: ANN001
+    """A collection named like markup, whose pairs (all eval) have markup captions."""
+    from mmdemo.ingest import ImportReport, ingest_item
+    from tests.conftest import make_image_bytes
+
+    collection = services.store.create_collection(HOSTILE_NAME)
+    report = ImportReport(HOSTILE_NAME)
+    captions = [HOSTILE_CAPTION, "a [link](javascript:alert(1)) _here_", "plain words"]
+    for i, caption in enumerate(captions):
+        color = (60 * i + 30, 200 - 50 * i, 90)
+        data = make_image_bytes(color, size=(64, 64))
+        ingest_item(
+            services.store,
+            services.settings,
+            collection.id,
+            report,
+            f"{i}.png",
+            data,
+            caption,
+            "eval",
+        )
+
+
+@pytest.mark.browser
+def test_compare_follows_curate_shows_one_progress_and_user_text_as_text(
+    live_app, page, screenshot
+):
+    from playwright.sync_api import expect
+
+    add_hostile_collection(live_app.services)
+    page.goto(live_app.url)
+    page.locator("#mm-gallery").wait_for(state="visible", timeout=WAIT_MS)
+    open_tab(page, "Compare")
+    expect(page.locator("#mm-compare-metrics")).to_contain_text("Eval split", timeout=WAIT_MS)
+    settled(page)
+
+    # A person picks the other collection in Curate; Compare reads it when shown.
+    open_tab(page, "Curate")
+    page.locator("#mm-picker input").click()
+    page.get_by_role("option", name=HOSTILE_NAME, exact=True).click()
+    expect(page.locator("#mm-picker input")).to_have_value(HOSTILE_NAME, timeout=WAIT_MS)
+    settled(page)
+    open_tab(page, "Compare")
+    metrics = page.locator("#mm-compare-metrics")
+    expect(metrics).to_contain_text("Eval split (3 pairs)", timeout=WAIT_MS)
+    settled(page)
+
+    # The first query encodes the collection: one progress indicator, on the results.
+    page.locator("#mm-query textarea").fill(HOSTILE_CAPTION)
+    page.locator("#mm-search").click()
+    most = 0
+    thumbs = page.locator("#mm-results-a .thumbnail-item")
+    while thumbs.count() < 3:
+        most = max(most, page.locator(".pending").count())
+        page.wait_for_timeout(20)
+    settled(page)
+    assert most <= 1, f"{most} progress indicators for one query"
+
+    selection = page.locator("#mm-selection")
+    expect(selection).to_contain_text("Labels go to pair", timeout=WAIT_MS)
+    expect(selection).to_contain_text(f"“{HOSTILE_CAPTION}”")
+    captions = page.locator("#mm-results-a .caption-label")
+    texts = [captions.nth(i).inner_text() for i in range(3)]
+    assert any(text.endswith(HOSTILE_CAPTION) for text in texts), texts
+    assert not page.evaluate(INJECTED)
+    page.locator("#mm-results-b .thumbnail-item").first.click()
+    expect(selection).to_contain_text("Selected:", timeout=WAIT_MS)
+    settled(page)
+    assert not page.evaluate(INJECTED)
+    assert page.locator("#mm-selection a, #mm-selection em").count() == 0
+    assert page.locator("#mm-selection strong").all_inner_texts() == ["Selected:"]
+    screenshot("compare-6-hostile-text")
+
+    # A reload keeps the collection (the browser's current one) and asks nothing else of it.
+    page.reload()
+    page.locator("#mm-gallery").wait_for(state="visible", timeout=WAIT_MS)
+    open_tab(page, "Compare")
+    expect(metrics).to_contain_text("Eval split (3 pairs)", timeout=WAIT_MS)
+    settled(page)
+    assert not page.evaluate(INJECTED)
+
+
 @pytest.mark.browser
 def test_label_mode_by_keyboard(live_app, page, screenshot):
     from playwright.sync_api import expect

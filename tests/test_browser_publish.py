@@ -77,3 +77,43 @@ def test_dry_run_offers_a_zip_with_the_model_and_the_dataset(
     # Nothing was pushed and nothing is left in the app's temp folder.
     assert not list(live_app.settings.tmp_dir.iterdir())
     screenshot("publish-2-downloaded")
+
+
+HOSTILE_NAME = '<b id="mm-injected-name">x</b> & co'
+INJECTED = "() => Boolean(document.querySelector('#mm-injected-name'))"
+
+
+@pytest.mark.browser
+def test_the_form_follows_curate_and_its_two_lines_agree(
+    live_app, page, screenshot, tiny_model_dir
+):
+    from playwright.sync_api import expect
+
+    add_finished_run(live_app, tiny_model_dir)
+    live_app.services.store.create_collection(HOSTILE_NAME)
+    page.goto(live_app.url)
+    page.locator("#mm-gallery").wait_for(state="visible", timeout=WAIT_MS)
+    page.get_by_role("tab", name="Publish").click()
+    collection = page.locator("#mm-pub-collection input")
+    expect(collection).to_have_value("demo-shapes", timeout=WAIT_MS)
+    check, status = page.locator("#mm-pub-check"), page.locator("#mm-pub-status")
+    expect(check).to_contain_text("Nothing to publish yet")
+
+    # A click before the form is filled says so; filling it in clears that message.
+    page.locator("#mm-pub-dry").click()
+    expect(status).to_contain_text("Nothing to publish yet", timeout=WAIT_MS)
+    page.locator("#mm-pub-dataset-repo textarea").fill("alice/demo-shapes")
+    expect(check).to_contain_text("Ready: collection demo-shapes", timeout=WAIT_MS)
+    expect(status).not_to_contain_text("Nothing to publish", timeout=WAIT_MS)
+
+    # Another collection picked in Curate: Publish follows it when shown, named as typed.
+    page.get_by_role("tab", name="Curate").click()
+    page.locator("#mm-picker input").click()
+    page.get_by_role("option", name=HOSTILE_NAME, exact=True).click()
+    expect(page.locator("#mm-picker input")).to_have_value(HOSTILE_NAME, timeout=WAIT_MS)
+    page.get_by_role("tab", name="Publish").click()
+    expect(collection).to_have_value(HOSTILE_NAME, timeout=WAIT_MS)
+    expect(check).to_contain_text(f"Ready: collection {HOSTILE_NAME} → dataset repo")
+    expect(page.locator("#mm-pub-run input")).to_have_value("shapes-run")
+    assert not page.evaluate(INJECTED)
+    screenshot("publish-3-follows-curate")

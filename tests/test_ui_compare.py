@@ -463,7 +463,7 @@ def test_user_text_in_the_selection_line_and_titles_is_text(services):
 def test_each_compare_event_shows_one_progress_indicator(services):
     demo = build_app(services)
     by_id = {getattr(block, "elem_id", None): block for block in demo.blocks.values()}
-    metrics, results = by_id["mm-compare-metrics"], by_id["mm-results"]
+    metrics, results = by_id["mm-compare-metrics"], by_id["mm-results-a"]
     browser_state = next(b for b in demo.blocks.values() if isinstance(b, gr.BrowserState))
     compare_fns = [fn for fn in demo.fns.values() if metrics in fn.outputs]
     assert len(compare_fns) >= 15

@@ -129,8 +129,7 @@ def build_compare(services: Services, shared: Shared) -> None:
         elem_id="mm-compare-legend",
     )
 
-    # The results row carries the one progress indicator of a query (both galleries change).
-    with gr.Row(show_progress=True, elem_id="mm-results") as results_row:
+    with gr.Row():
         with gr.Column():
             title_a = gr.Markdown()
             gallery_a = _results_gallery("mm-results-a")
@@ -187,7 +186,9 @@ def build_compare(services: Services, shared: Shared) -> None:
     # whenever the tab is shown. Each event shows one progress indicator, on what it changes.
     quiet = {"show_progress": "hidden"}
     on_metrics = {"concurrency_id": "compare", "show_progress_on": [metrics]}
-    on_results = {"concurrency_id": "compare", "show_progress_on": [results_row]}
+    # A query's bar (with what it is encoding) shows on gallery A only: a layout row shows no
+    # bar, and both galleries carrying one would show two.
+    on_results = {"concurrency_id": "compare", "show_progress_on": [gallery_a]}
     shared.demo.load(wire(h.on_load), [state, shared.collection], outputs, **quiet)
 
     # Heavy handlers take a gr.Progress: encoding a collection the first time shows a bar.
