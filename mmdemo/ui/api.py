@@ -125,7 +125,7 @@ def register_api(services: Services, demo: gr.Blocks) -> None:
         return list_collections(services)
 
     def list_models_endpoint() -> list[dict]:
-        """The models `search` accepts: "base" and the finished runs (name and label)."""
+        """The models /search accepts: "base" and the finished runs (name and label)."""
         return list_models(services)
 
     def search_endpoint(
