@@ -7,11 +7,18 @@ evaluator and writes the run folder ``runs/<name>/``::
     config.json     the TrainConfig and what the run was made from
     log.jsonl       one JSON object per event (phases, training logs, metrics, the end)
     metrics.json    {"base": {"t2i": …, "i2t": …}, "finetuned": {…}}
+    schedule.json   the planned schedule and the measured speed (:mod:`mmdemo.schedule`)
     model/          the finetuned model (save_pretrained, with its model card)
 
 The run is recorded in the store (queued → running → finished / cancelled / failed). Progress goes
 to a thread-safe board through a :class:`TrainerCallback`, which also stops training at the next
 step when the stop event is set or the time budget is spent.
+
+The learning-rate schedule is planned to end inside the time budget (:mod:`mmdemo.schedule`):
+when the requested epochs' steps fit, they decide and nothing depends on the machine's speed;
+when they do not, the schedule is planned for the steps that fit, at the speed of the last
+comparable run and then at the speed this run measures, so a budgeted run still finishes every
+planned step with its learning rate decayed to 0.
 
 The same code runs under ``torchrun --nproc_per_node N`` (gloo on CPU, NCCL on GPUs): every process
 trains, only the main one evaluates and writes the run folder and the store; the stop decision is
@@ -30,15 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import PrinterCallback, TrainerCallback
+from transformers import PrinterCallback
 
 from mmdemo.jobs import ProgressBoard
+from mmdemo.schedule import Plan, Speed
 from mmdemo.settings import Settings
 from mmdemo.store import Store, StoreError
+from mmdemo.train_progress import ProgressCallback
 
 LOSSES = ("mnrl", "symmetric", "cached", "cached-symmetric")
 MODEL_DIRNAME = "model"
-_REASONS = (None, "time budget", "cancelled")  # in order of precedence when processes disagree
 
 
 class TrainingError(RuntimeError):
@@ -126,6 +134,14 @@ class RunResult:
     steps: int = 0
     train_seconds: float = 0.0
     stop_reason: str | None = None
+    planned_steps: int = 0
+    """Steps the learning-rate schedule was planned for (all done unless stopped early)."""
+    requested_steps: int = 0
+    """Steps the epochs asked for."""
+    planned_by: str = "steps"
+    """``steps`` (the requested steps fit the budget) or ``budget`` (the schedule was fit to it)."""
+    steps_per_s: float | None = None
+    """Training speed measured by this run (the first step left out)."""
 
     @property
     def model_path(self) -> Path:
@@ -155,108 +171,6 @@ def default_run_name(collection: str, runs_dir: Path) -> str:
     while (runs_dir / name).exists():
         name, n = f"{base}-{n}", n + 1
     return name
-
-
-class ProgressCallback(TrainerCallback):
-    """Publishes progress to a board and the run log; stops on the stop event or time budget.
-
-    In a multi-process run the stop decision is all-reduced, so every process stops together.
-    """
-
-    def __init__(
-        self,
-        board: Any,
-        stop_event: threading.Event | None,
-        max_seconds: float | None,
-        samples_per_step: int,
-        log_event: Any = None,
-    ):
-        self.board = board
-        self.stop_event = stop_event
-        self.max_seconds = max_seconds
-        self.samples_per_step = samples_per_step
-        self.log_event = log_event or (lambda **_: None)
-        self.started: float | None = None
-        self.stop_reason: str | None = None
-        self.current_lr: float | None = None
-
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
-        self.started = time.monotonic()
-        self.board.update(phase="training", step=0, total_steps=state.max_steps, epoch=0.0)
-
-    def _shared(self, elapsed: float, device: Any) -> tuple[float, str | None]:
-        """Elapsed time and stop reason, agreed by all processes (max) in a distributed run, so
-        that every replica uses the same learning rate and stops at the same step."""
-        reason = None
-        if self.stop_event is not None and self.stop_event.is_set():
-            reason = "cancelled"
-        elif self.max_seconds is not None and elapsed >= self.max_seconds:
-            reason = "time budget"
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            import torch
-
-            shared = torch.tensor([_REASONS.index(reason), elapsed], device=device)
-            dist.all_reduce(shared, op=dist.ReduceOp.MAX)
-            reason, elapsed = _REASONS[int(shared[0].item())], float(shared[1].item())
-        return elapsed, reason
-
-    def _anneal(self, optimizer: Any, state: Any, elapsed: float) -> None:
-        """When the time budget, not the step count, will end training (at the pace so far),
-        decay the learning rate linearly with the budget's progress, so that a budgeted run still
-        ends annealed. A run on course to finish inside its budget keeps the scheduler's rate, so
-        the same seed gives the same model however fast or busy the machine is."""
-        if optimizer is None or self.max_seconds is None:
-            return
-        steps_done = max(1, state.global_step)
-        if self.max_seconds > 0 and elapsed / steps_done * state.max_steps <= self.max_seconds:
-            self.current_lr = float(optimizer.param_groups[0]["lr"])
-            return
-        time_left = max(0.0, 1.0 - elapsed / self.max_seconds) if self.max_seconds > 0 else 0.0
-        for group in optimizer.param_groups:
-            peak = group.get("initial_lr", group["lr"])
-            group["lr"] = min(group["lr"], peak * time_left)
-        self.current_lr = float(optimizer.param_groups[0]["lr"])
-
-    def on_step_end(self, args, state, control, optimizer=None, **kwargs):  # noqa: ANN001
-        local = time.monotonic() - (self.started or time.monotonic())
-        elapsed, reason = self._shared(local, getattr(args, "device", "cpu"))
-        self._anneal(optimizer, state, elapsed)
-        per_step = elapsed / max(1, state.global_step)
-        remaining = per_step * (state.max_steps - state.global_step)
-        if self.max_seconds is not None:
-            remaining = min(remaining, max(0.0, self.max_seconds - elapsed))
-        self.board.update(
-            step=state.global_step,
-            total_steps=state.max_steps,
-            epoch=round(float(state.epoch or 0.0), 3),
-            samples_per_s=round(self.samples_per_step * state.global_step / max(elapsed, 1e-9), 2),
-            elapsed_s=round(elapsed, 1),
-            eta_s=round(remaining, 1),
-            learning_rate=self.current_lr,
-        )
-        if reason is not None and self.stop_reason is None:
-            self.stop_reason = reason
-            control.should_training_stop = True
-            self.board.update(message=f"Stopping ({reason}) after step {state.global_step}.")
-        return control
-
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - HF signature
-        logs = dict(logs or {})
-        if "loss" in logs:
-            point = {
-                "step": state.global_step,
-                "epoch": round(float(state.epoch or 0.0), 3),
-                "loss": float(logs["loss"]),
-            }
-            if self.current_lr is not None:
-                point["learning_rate"] = self.current_lr  # what the optimizer really used
-            elif "learning_rate" in logs:
-                point["learning_rate"] = float(logs["learning_rate"])
-            self.board.update(loss=point["loss"])
-            self.board.append("loss_history", point)
-        self.log_event(event="log", step=state.global_step, **logs)
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -384,6 +298,12 @@ def run_training(
         "data": data.stats,
         "config": config.as_dict(),
     }
+    from mmdemo.schedule import past_speed, speed_key
+
+    key = speed_key(base_model, config, precision, args.world_size)
+    # The plan must be the same in every process: rank 0's reading of the past speed decides.
+    speed = _from_main_process(past_speed(store, key) if is_main else None)
+    plan = Plan(config.max_minutes * 60.0, config.warmup_ratio)
     trainer_dir = Path(args.output_dir)
     try:
         writer.create(found.id, base_model, record)
@@ -418,13 +338,20 @@ def run_training(
             config.max_minutes * 60.0,
             config.batch_size * args.world_size,
             writer.log,
+            plan,
         )
         started = time.monotonic()
-        trainer = _trainer(model, args, data, config, callback)
+        trainer = _trainer(model, args, data, config, callback, plan, speed)
         trainer.train()
         result.train_seconds = round(time.monotonic() - started, 2)
         result.steps = int(trainer.state.global_step)
         result.stop_reason = callback.stop_reason
+        result.planned_steps, result.requested_steps = plan.total_steps, plan.requested_steps
+        result.planned_by = plan.decided_by
+        rate = callback.measured_speed()
+        result.steps_per_s = round(rate, 3) if rate else None
+        if is_main:
+            _write_schedule(writer.path, key, plan, result)
         if callback.stop_reason == "cancelled":
             result.status = "cancelled"
             result.message = f"Cancelled after {result.steps} steps; the model so far is kept."
@@ -463,11 +390,33 @@ def run_training(
     return result
 
 
+def _write_schedule(path: Path, key: dict[str, Any], plan: Plan, result: RunResult) -> None:
+    from mmdemo.schedule import write_schedule
+
+    write_schedule(
+        path,
+        key,
+        plan,
+        {
+            "steps_per_s": result.steps_per_s,
+            "steps": result.steps,
+            "train_seconds": result.train_seconds,
+            "stop_reason": result.stop_reason,
+        },
+    )
+
+
 def _summary(metrics: dict[str, Any], result: RunResult, stop_reason: str | None) -> str:
     base, tuned = metrics.get("base"), metrics.get("finetuned")
-    text = f"Finished {result.steps} steps in {result.train_seconds:.0f} s"
+    text = f"Finished {result.steps:,} steps in {result.train_seconds:.0f} s"
     if stop_reason == "time budget":
-        text += " (stopped by the time budget)"
+        text += f" (stopped by the time budget, {result.planned_steps:,} were planned)"
+    elif result.planned_by == "budget":
+        text = (
+            f"Finished all {result.steps:,} planned steps in {result.train_seconds:.0f} s, "
+            f"inside the time budget (the schedule was fit to it: {result.requested_steps:,} "
+            "steps would not fit)"
+        )
     if base and tuned:
         before, after = base["t2i"]["recall@1"], tuned["t2i"]["recall@1"]
         text += f"; text→image recall@1 {before:.2f} → {after:.2f}"
@@ -531,7 +480,33 @@ def _training_args(settings: Settings, config: TrainConfig, data: Any) -> tuple[
     return args, precision
 
 
-def _trainer(model: Any, args: Any, data: Any, config: TrainConfig, callback: Any) -> Any:
+def _planned_trainer(plan: Plan, speed: Speed | None) -> type:
+    """A ``SentenceTransformerTrainer`` whose learning-rate schedule follows ``plan``: linear
+    warm-up and decay like ``transformers``' default, over the plan's steps, which the progress
+    callback may refit while training."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from torch.optim.lr_scheduler import LambdaLR
+
+    class PlannedTrainer(SentenceTransformerTrainer):
+        def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+            if self.lr_scheduler is None:
+                plan.start(num_training_steps, speed)
+                self.lr_scheduler = LambdaLR(optimizer or self.optimizer, plan.lr_factor)
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    return PlannedTrainer
+
+
+def _trainer(
+    model: Any,
+    args: Any,
+    data: Any,
+    config: TrainConfig,
+    callback: Any,
+    plan: Plan | None = None,
+    speed: Speed | None = None,
+) -> Any:
     from sentence_transformers import SentenceTransformerTrainer
 
     from mmdemo.train_data import CropAugmentingCollator, build_loss
@@ -544,7 +519,10 @@ def _trainer(model: Any, args: Any, data: Any, config: TrainConfig, callback: An
     loss = build_loss(
         model, data.relevance, config.loss, config.scale, config.mini_batch_size, dims
     )
-    trainer = SentenceTransformerTrainer(
+    trainer_class = (
+        _planned_trainer(plan, speed) if plan is not None else SentenceTransformerTrainer
+    )
+    trainer = trainer_class(
         model=model, args=args, train_dataset=data.datasets(), loss=loss, callbacks=[callback]
     )
     if config.augment:

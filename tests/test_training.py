@@ -14,6 +14,7 @@ import torch
 
 from mmdemo.images import ImageLimits, ingest_image_bytes, train_path
 from mmdemo.jobs import JobBusy, JobManager, ProgressBoard, TrainingJob
+from mmdemo.schedule import Plan, estimate, read_schedule
 from mmdemo.settings import Settings
 from mmdemo.store import Store
 from mmdemo.train_data import (
@@ -262,39 +263,74 @@ def test_callback_publishes_progress_and_stops():
     callback.on_step_end(None, state, control, optimizer=optimizer)
     assert control.should_training_stop and callback.stop_reason == "cancelled"
 
-    # A spent budget stops training, and the learning rate has been annealed to zero.
+    # A spent budget stops training.
     budget = ProgressCallback(ProgressBoard(), None, max_seconds=0.0, samples_per_step=8)
     control, optimizer = TrainerControl(), _optimizer()
     budget.on_train_begin(None, state, control)
     budget.on_step_end(None, state, control, optimizer=optimizer)
     assert control.should_training_stop and budget.stop_reason == "time budget"
-    assert optimizer.param_groups[0]["lr"] == 0.0
 
 
-def test_learning_rate_follows_the_time_budget_when_it_binds():
+def _planned(lr: float, plan: Plan):
+    """An optimizer whose learning rate follows ``plan`` (as the run's trainer sets it up)."""
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, plan.lr_factor)
+
+
+def _steps(callback, state, control, optimizer, scheduler, upto: int, seconds_per_step: float):
+    """Run the callback's step ends up to step ``upto`` on a clock of ``seconds_per_step``."""
+    while state.global_step < upto:
+        scheduler.step()
+        state.global_step += 1
+        callback.started = time.monotonic() - state.global_step * seconds_per_step
+        callback.on_step_end(None, state, control, optimizer=optimizer, lr_scheduler=scheduler)
+
+
+def test_the_schedule_is_fit_to_the_budget_after_a_short_probe():
     from transformers import TrainerControl, TrainerState
 
-    callback = ProgressCallback(ProgressBoard(), None, max_seconds=100.0, samples_per_step=8)
-    state, control, optimizer = TrainerState(), TrainerControl(), _optimizer(lr=1e-2)
-    state.max_steps, state.global_step = 1000, 10
+    plan = Plan(budget_s=100.0, warmup_ratio=0.1).start(1000)
+    board = ProgressBoard()
+    callback = ProgressCallback(board, None, max_seconds=100.0, samples_per_step=8, plan=plan)
+    state, control = TrainerState(), TrainerControl()
+    state.max_steps = 1000
+    optimizer, scheduler = _planned(1e-2, plan)
     callback.on_train_begin(None, state, control)
-    callback.started -= 60.0  # 60% of the budget spent after 1% of the steps
-    callback.on_step_end(None, state, control, optimizer=optimizer)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.4, rel=0.01)
-    assert not control.should_training_stop
+    # About a step a second: 1,000 steps would take ~1,000 s. The probe (5 steps, 5 s) sees it.
+    _steps(callback, state, control, optimizer, scheduler, upto=5, seconds_per_step=1.01)
+    assert plan.total_steps == 1000 and state.max_steps == 1000  # still probing
+    _steps(callback, state, control, optimizer, scheduler, upto=6, seconds_per_step=1.01)
+    # The steps that end at 92% of the budget: 6 done + ~0.99 steps/s × (92 - 6) s.
+    assert plan.decided_by == "budget" and 88 <= plan.total_steps <= 92
+    assert state.max_steps == plan.total_steps and plan.steps_per_s == pytest.approx(0.99, 0.01)
+    # The learning rate moved onto the new schedule at once (warm-up of ~9 steps, not 100).
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * plan.lr_factor(6))
+    assert plan.lr_factor(6) > 0.5
+    snap = board.snapshot()
+    assert snap["total_steps"] == plan.total_steps and snap["planned_by"] == "budget"
+    assert snap["budget_s"] == 100.0 and snap["requested_steps"] == 1000
+    last = plan.total_steps
+    _steps(callback, state, control, optimizer, scheduler, upto=last - 1, seconds_per_step=1.01)
+    assert plan.total_steps == last and not control.should_training_stop  # on course after
+    _steps(callback, state, control, optimizer, scheduler, upto=last, seconds_per_step=1.01)
+    assert control.should_training_stop and callback.stop_reason is None  # the plan's end
+    assert optimizer.param_groups[0]["lr"] == 0.0  # decayed to 0 at the last planned step
 
 
-def test_a_run_on_course_to_finish_inside_its_budget_keeps_the_schedulers_rate():
+def test_a_run_on_course_to_finish_inside_its_budget_keeps_its_schedule():
     from transformers import TrainerControl, TrainerState
 
-    callback = ProgressCallback(ProgressBoard(), None, max_seconds=100.0, samples_per_step=8)
-    state, control, optimizer = TrainerState(), TrainerControl(), _optimizer(lr=1e-2)
-    state.max_steps, state.global_step = 1000, 500
+    plan = Plan(budget_s=100.0, warmup_ratio=0.1).start(1000)
+    callback = ProgressCallback(ProgressBoard(), None, 100.0, samples_per_step=8, plan=plan)
+    state, control = TrainerState(), TrainerControl()
+    optimizer, scheduler = _planned(1e-2, plan)
     callback.on_train_begin(None, state, control)
-    callback.started -= 30.0  # half the steps in 30% of the budget: the steps end it first
-    callback.on_step_end(None, state, control, optimizer=optimizer)
-    assert optimizer.param_groups[0]["lr"] == 1e-2  # untouched, whatever the clock said
-    assert callback.current_lr == 1e-2
+    # 50 steps a second: 1,000 steps take 20 s, the steps end it first.
+    _steps(callback, state, control, optimizer, scheduler, upto=500, seconds_per_step=0.02)
+    assert (plan.total_steps, plan.decided_by, plan.refits) == (1000, "steps", 0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * plan.lr_factor(500))
+    assert callback.measured_speed() == pytest.approx(50.0, rel=0.05)
 
 
 def test_the_same_seed_trains_the_same_model(store, settings, tiny_path):
@@ -307,10 +343,60 @@ def test_the_same_seed_trains_the_same_model(store, settings, tiny_path):
             store, settings, "shapes", config, run_name=name, base_model=tiny_path
         )
         assert result.status == "finished", result.message
+        # All requested steps fit the budget: the steps decide the schedule, not the clock.
+        assert result.planned_by == "steps" and not result.stop_reason
+        assert result.steps == result.planned_steps == result.requested_steps == 18
         log = (settings.runs_dir / name / "log.jsonl").read_text().splitlines()
         losses.append([e["loss"] for e in map(json.loads, log) if "loss" in e])
     assert len(losses[0]) >= 5
     assert losses[0] == losses[1]
+    second = read_schedule(settings.runs_dir / "second")
+    assert second["plan"]["speed_from"] == "first"  # planned at the first run's speed...
+    assert second["plan"]["total_steps"] == 18  # ...which changed nothing
+
+
+@pytest.mark.slow
+def test_a_run_that_cannot_do_its_epochs_in_the_budget_finishes_a_schedule_that_fits(
+    store, settings, tiny_path
+):
+    """Far more epochs than fit in a short budget: the schedule is planned for the steps that fit
+    at the measured speed, and the run does every planned step inside the budget, its learning
+    rate decayed to 0 (before, it was cut off mid-schedule at a high learning rate)."""
+    collection_id = _demo(store, settings, 80)
+    config = TrainConfig(epochs=2000, batch_size=8, max_minutes=0.25)
+    before = estimate(store, settings, collection_id, config, tiny_path, "fp32")
+    assert before.plan.decided_by == "steps" and before.plan.steps_per_s is None  # no speed yet
+    board = ProgressBoard()
+    result = run_training(
+        store,
+        settings,
+        "shapes",
+        config,
+        run_name="budgeted",
+        base_model=tiny_path,
+        status_sink=board,
+    )
+    assert result.status == "finished", result.message
+    assert result.requested_steps == before.plan.requested_steps == 2000 * 9  # 70 train / 8
+    assert result.planned_by == "budget" and result.planned_steps < result.requested_steps
+    assert result.stop_reason is None  # not stopped by the budget: the plan ended first
+    assert result.steps == result.planned_steps
+    assert "Finished all" in result.message and "inside the time budget" in result.message
+    snap = board.snapshot()
+    assert snap["total_steps"] == snap["step"] == result.steps and snap["planned_by"] == "budget"
+    assert snap["learning_rate"] == 0.0  # the schedule ran to its end: decayed to 0
+    events = [json.loads(line) for line in (result.path / "log.jsonl").read_text().splitlines()]
+    plans = [e for e in events if e["event"] == "plan"]
+    assert plans and plans[-1]["total_steps"] == result.steps
+    recorded = read_schedule(result.path)
+    assert recorded["steps"] == result.steps and recorded["steps_per_s"] == result.steps_per_s > 0
+    assert recorded["plan"]["decided_by"] == "budget"
+
+    # The next run (and the Finetune tab before Start) plans with the speed just measured.
+    after = estimate(store, settings, collection_id, config, tiny_path, "fp32")
+    assert after.plan.speed_from == "budgeted" and after.plan.decided_by == "budget"
+    assert after.plan.steps_per_s == result.steps_per_s
+    assert after.plan.total_steps < after.plan.requested_steps
 
 
 # -- errors before a run exists --------------------------------------------------------------------
@@ -448,6 +534,7 @@ def test_cached_matryoshka_and_time_budget(store, settings, tiny_path):
     assert result.status == "finished" and result.stop_reason == "time budget"
     assert result.steps == 1  # stopped at the first step's end
     assert "stopped by the time budget" in result.message
+    assert result.planned_steps == result.requested_steps == 50 * 3  # no speed to plan with
     assert result.metrics["finetuned"]["t2i"]["queries"] == eval_pairs == 5
     assert store.get_run("budget").status == "finished"
 

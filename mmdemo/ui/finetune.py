@@ -7,6 +7,10 @@ The live view is polled by the app's one top-level ``gr.Timer`` (``shared.timer`
 only reads the job manager's snapshot and skips what did not change. The job itself runs in the
 job manager's thread, so a closed or reloaded page never stops it, and any page shows the running
 (else the latest) job: that is how a reload re-attaches.
+
+State flows one way: the tab reads the browser's current collection (``shared.collection``) when
+the page loads and when the tab is shown; only a person picking a collection in the tab's
+dropdown writes it back. Nothing listens to ``shared.collection`` changing.
 """
 
 from __future__ import annotations
@@ -37,7 +41,14 @@ def build_finetune(services: Services, shared: Shared) -> None:
         collection = gr.Dropdown(
             label="Collection", elem_id="mm-ft-collection", scale=2, min_width=220
         )
-        summary = gr.Markdown(elem_id="mm-ft-summary")
+        with gr.Column(scale=3):
+            summary = gr.Markdown(elem_id="mm-ft-summary")
+            make_split_btn = gr.Button(
+                h.MAKE_SPLIT_LABEL,
+                size="sm",
+                visible=False,
+                elem_id="mm-ft-make-split",
+            )
 
     with gr.Row():
         epochs = gr.Number(d.epochs, label="Epochs", minimum=0, elem_id="mm-ft-epochs")
@@ -96,6 +107,7 @@ def build_finetune(services: Services, shared: Shared) -> None:
             d.scale, label="Loss scale (1 / temperature)", minimum=0, elem_id="mm-ft-scale"
         )
 
+    plan = gr.Markdown(elem_id="mm-ft-plan")
     with gr.Row():
         start_btn = gr.Button("Start finetune", variant="primary", elem_id="mm-ft-start")
         cancel_btn = gr.Button("Cancel", variant="stop", interactive=False, elem_id="mm-ft-cancel")
@@ -144,7 +156,9 @@ def build_finetune(services: Services, shared: Shared) -> None:
         "metrics_title": metrics_title,
         "metrics": metrics,
         "runs": runs,
+        "start": start_btn,
         "cancel": cancel_btn,
+        "plan": plan,
         "seen": seen,
     }
     view_outputs = [view[name] for name in FinetuneView._fields]
@@ -152,18 +166,58 @@ def build_finetune(services: Services, shared: Shared) -> None:
     knobs += [hard, sampler, scale]
     assert len(knobs) == len(Knobs._fields)
 
-    def on_collection(name: str | None) -> tuple:
-        return h.collection_view(services, name)
+    collection_outputs = [collection, summary, make_split_btn, plan]
 
-    shared.demo.load(on_collection, [shared.collection], [collection, summary])
-    shared.collection.change(on_collection, [shared.collection], [collection, summary])
-    collection.input(lambda name: h.collection_summary(services, name), [collection], [summary])
+    def on_show(name: str | None, *values: object) -> tuple:
+        return tuple(h.collection_view(services, name, Knobs(*values)))
+
+    # Read (never written) when the page loads and whenever the tab is shown: fresh counts.
+    shared.demo.load(
+        on_show, [shared.collection, *knobs], collection_outputs, show_progress="hidden"
+    )
+    shared.tabs["finetune"].select(
+        on_show, [shared.collection, *knobs], collection_outputs, show_progress="hidden"
+    )
+
+    def on_pick(name: str | None, *values: object) -> tuple:
+        return tuple(h.pick_collection(services, name, Knobs(*values)))
+
+    # A person's pick becomes the browser's current collection (for the other tabs).
+    collection.input(
+        on_pick,
+        [collection, *knobs],
+        [summary, make_split_btn, plan, shared.collection],
+        show_progress="hidden",
+    )
+
+    def on_knobs(name: str | None, *values: object) -> str:
+        return h.plan_line(services, name, Knobs(*values))
+
+    for knob in (epochs, minutes, batch, loss, hard):
+        knob.change(
+            on_knobs,
+            [collection, *knobs],
+            [plan],
+            show_progress="hidden",
+            trigger_mode="always_last",
+        )
     loss.change(lambda name: gr.update(visible=h.uses_mini_batches(name)), [loss], [mini_batch])
 
+    def on_make_split(name: str | None, profile: gr.OAuthProfile | None) -> tuple:
+        return tuple(h.make_eval_split(services, name, profile))
+
+    make_split_btn.click(
+        on_make_split, [collection], [message, summary, make_split_btn], show_progress="hidden"
+    ).then(on_knobs, [collection, *knobs], [plan], show_progress="hidden")
+
     shared.demo.load(lambda: tuple(h.refresh(services)), None, view_outputs)
+
+    def on_tick(last: dict | None, name: str | None, *values: object) -> tuple:
+        return tuple(h.poll(services, last, name, Knobs(*values)))
+
     shared.timer.tick(
-        lambda last: tuple(h.poll(services, last)),
-        [seen],
+        on_tick,
+        [seen, collection, *knobs],
         view_outputs,
         show_progress="hidden",
         concurrency_limit=None,  # a cheap read of the job's snapshot; never waits behind others

@@ -5,12 +5,15 @@ Handlers are plain functions ``handler(services, ...)`` that the tests call dire
 lives in a worker thread, never in a request, so closing or reloading the page does not stop it.
 The tab always shows the manager's running job, else its latest one, so every session (and a
 reloaded page) re-attaches just by polling. :func:`poll`, called by the app's one timer, reads a
-snapshot and returns ``gr.skip()`` for every part that did not change.
+snapshot and returns ``gr.skip()`` for every part that did not change; it also turns Start off
+while a run goes (Cancel on) and back on when it ends, on every page.
+
+The knobs live in :mod:`mmdemo.ui.finetune_knobs`, the collection part (summary, eval-split
+offer, plan of the next run) in :mod:`mmdemo.ui.finetune_collection`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -19,8 +22,32 @@ import pandas as pd
 from mmdemo.jobs import JobBusy, JobSnapshot, TrainingJob
 from mmdemo.services import Services
 from mmdemo.store import StoreError
-from mmdemo.training import TrainConfig, TrainingError, default_config, detect_precision
-from mmdemo.ui.common import collection_names
+from mmdemo.text import md
+from mmdemo.training import TrainingError, detect_precision
+from mmdemo.ui.common import partial_view
+from mmdemo.ui.finetune_collection import (
+    EVAL_SHARE,
+    MAKE_SPLIT_LABEL,
+    CollectionView,
+    PickView,
+    SplitView,
+    collection_summary,
+    collection_view,
+    make_eval_split,
+    pick_collection,
+    plan_line,
+    refuse,
+    split_offer,
+)
+from mmdemo.ui.finetune_knobs import (
+    LOSS_CHOICES,
+    SAMPLER_CHOICES,
+    Knobs,
+    build_config,
+    default_knobs,
+    parse_dims,
+    uses_mini_batches,
+)
 from mmdemo.ui.finetune_view import (
     NO_METRICS,
     format_status,
@@ -28,121 +55,41 @@ from mmdemo.ui.finetune_view import (
     metrics_frame,
     phase_label,
     progress_html,
+    run_label,
     run_metrics,
     run_title,
     runs_frame,
 )
 from mmdemo.ui.identity import LoginRequired, require_login
 
-LOSS_CHOICES = [
-    ("MNRL: text → image", "mnrl"),
-    ("Symmetric MNRL: text ↔ image", "symmetric"),
-    ("Cached MNRL: big batches in small pieces", "cached"),
-    ("Cached symmetric MNRL", "cached-symmetric"),
+__all__ = [
+    "EVAL_SHARE",
+    "LOSS_CHOICES",
+    "MAKE_SPLIT_LABEL",
+    "SAMPLER_CHOICES",
+    "Action",
+    "CollectionView",
+    "FinetuneView",
+    "Knobs",
+    "PickView",
+    "SplitView",
+    "build_config",
+    "cancel_finetune",
+    "collection_summary",
+    "collection_view",
+    "default_knobs",
+    "device_markdown",
+    "make_eval_split",
+    "parse_dims",
+    "pick_collection",
+    "plan_line",
+    "poll",
+    "refresh",
+    "show_run",
+    "split_offer",
+    "start_finetune",
+    "uses_mini_batches",
 ]
-SAMPLER_CHOICES = [
-    ("auto", "auto"),
-    ("no duplicates", "no_duplicates"),
-    ("plain (duplicates masked)", "batch_sampler"),
-]
-
-
-# -- knobs -----------------------------------------------------------------------------------------
-class Knobs(NamedTuple):
-    """The tab's knobs, in the order of the Start button's inputs (``None``: a cleared box)."""
-
-    epochs: float | None
-    max_minutes: float | None
-    batch_size: float | None
-    lr: float | None
-    warmup_ratio: float | None
-    seed: float | None
-    loss: str
-    mini_batch_size: float | None
-    matryoshka: bool
-    matryoshka_dims: str
-    use_hard_negatives: bool
-    sampler: str
-    scale: float | None
-
-
-def default_knobs(tiny: bool = True) -> Knobs:
-    """The knobs' start values: a short finetune tuned for the tiny model, or gentle defaults
-    for a pretrained base model (:func:`mmdemo.training.default_config`)."""
-    c = default_config(tiny)
-    dims = ", ".join(str(d) for d in c.matryoshka_dims)
-    return Knobs(
-        c.epochs,
-        c.max_minutes,
-        c.batch_size,
-        c.lr,
-        c.warmup_ratio,
-        c.seed,
-        c.loss,
-        c.mini_batch_size,
-        bool(c.matryoshka_dims),
-        dims,
-        c.use_hard_negatives,
-        c.sampler,
-        c.scale,
-    )
-
-
-def _required(value: float | None, what: str) -> float:
-    if value is None or value == "":
-        raise TrainingError(f"Fill in the {what}.")
-    return float(value)
-
-
-def parse_dims(text: str | None, embedding_dim: Callable[[], int | None] | None) -> tuple:
-    """Matryoshka dimensions from ``"512, 256"``; empty: full, ½, ¼ and ⅛ of the model's."""
-    parts = [p for p in (text or "").replace(";", ",").replace(" ", ",").split(",") if p]
-    if parts:
-        try:
-            dims = sorted({int(p) for p in parts}, reverse=True)
-        except ValueError as exc:
-            raise TrainingError(
-                "Matryoshka dimensions are whole numbers, e.g. 64, 32, 16."
-            ) from exc
-        if dims[-1] < 1:
-            raise TrainingError("Matryoshka dimensions must be more than 0.")
-        return tuple(dims)
-    dim = embedding_dim() if embedding_dim is not None else None
-    if not dim:
-        raise TrainingError("Write the Matryoshka dimensions (the model's size is unknown).")
-    return tuple(d for d in (dim, dim // 2, dim // 4, dim // 8) if d >= 1)
-
-
-def build_config(
-    knobs: Knobs, embedding_dim: Callable[[], int | None] | None = None
-) -> TrainConfig:
-    """A checked :class:`TrainConfig` from the knobs; :class:`TrainingError` says what is wrong.
-
-    ``embedding_dim`` is asked only when Matryoshka is on and no dimensions are written.
-    """
-    config = TrainConfig(
-        epochs=_required(knobs.epochs, "number of epochs"),
-        max_minutes=_required(knobs.max_minutes, "time budget"),
-        batch_size=int(_required(knobs.batch_size, "batch size")),
-        lr=_required(knobs.lr, "learning rate"),
-        warmup_ratio=_required(knobs.warmup_ratio, "warm-up"),
-        seed=int(_required(knobs.seed, "seed")),
-        loss=knobs.loss,
-        use_hard_negatives=bool(knobs.use_hard_negatives),
-        mini_batch_size=int(_required(knobs.mini_batch_size, "mini-batch size")),
-        sampler=knobs.sampler,
-        scale=_required(knobs.scale, "scale"),
-    )
-    if knobs.matryoshka:
-        config.matryoshka_dims = parse_dims(knobs.matryoshka_dims, embedding_dim)
-    if config.loss.startswith("cached") and config.mini_batch_size < 1:
-        raise TrainingError("The mini-batch size must be at least 1.")
-    return config.validate()
-
-
-def uses_mini_batches(loss: str | None) -> bool:
-    """Whether the loss splits batches (then the mini-batch size box is shown)."""
-    return bool(loss) and str(loss).startswith("cached")
 
 
 # -- the tab's fixed texts -------------------------------------------------------------------------
@@ -158,39 +105,13 @@ def device_markdown(services: Services) -> str:
     return text
 
 
-def collection_view(services: Services, name: str | None) -> tuple[Any, str]:
-    """The collection dropdown (fresh choices, ``name`` picked) and its summary line."""
-    names = collection_names(services)
-    value = name if name in names else (names[0] if names else None)
-    return gr.update(choices=names, value=value), collection_summary(services, value)
-
-
-def collection_summary(services: Services, name: str | None) -> str:
-    """How much a collection holds for training: its splits and labeled negatives."""
-    if not name:
-        return "*No collection yet: create one in the Curate tab.*"
-    found = services.store.find_collection(name)
-    if found is None:
-        return f"⚠️ No collection named {name!r}."
-    stats = services.store.collection_stats(found.id)
-    train, evals = stats.splits.get("train", 0), stats.splits.get("eval", 0)
-    text = (
-        f"**{train:,}** train pairs · **{evals:,}** eval pairs · {stats.negatives:,} hard negatives"
-    )
-    if train < 2:
-        text += " · ⚠️ a finetune needs at least 2 train pairs"
-    elif evals == 0:
-        text += " · ⚠️ the eval split is empty, so the finetune cannot be measured"
-    return text
-
-
 # -- past runs -----------------------------------------------------------------------------------
 def show_run(services: Services, name: str | None) -> tuple[str, pd.DataFrame]:
     """The metrics panel for a past run (title, before/after table)."""
     try:
         run = services.store.get_run(str(name or ""))
     except StoreError:
-        return f"⚠️ No run named {name!r}.", metrics_frame(None)
+        return f"⚠️ No run named “{md(name)}”.", metrics_frame(None)
     metrics = run_metrics(run)
     title = run_title(run)
     if not metrics:
@@ -208,7 +129,9 @@ class FinetuneView(NamedTuple):
     metrics_title: Any
     metrics: Any
     runs: Any
+    start: Any
     cancel: Any
+    plan: Any
     seen: Any
 
 
@@ -225,7 +148,9 @@ def _keys(snap: JobSnapshot | None) -> dict[str, Any]:
         "loss": [job, len(p.get("loss_history") or [])],
         "metrics": [job, snap.state, [bool(metrics.get(k)) for k in ("base", "finetuned")]],
         "runs": [job, snap.state, p.get("phase"), p.get("run_name")],
+        "start": [snap.running],
         "cancel": [snap.running and not snap.cancel_requested],
+        "plan": [job, snap.state],
     }
 
 
@@ -240,21 +165,29 @@ def _job_metrics_panel(services: Services, snap: JobSnapshot) -> tuple[str, pd.D
     metrics = snap.progress.get("metrics") or run_metrics(run)
     title = run_title(run)
     if snap.running:
-        title = f"**Run `{name}`** · {phase_label(snap).lower()}"
+        title = f"**Run {run_label(name)}** · {phase_label(snap).lower()}"
         if not (metrics or {}).get("finetuned"):
             title += " · the finetuned column fills in when training ends"
     return title, metrics_frame(metrics)
 
 
-def poll(services: Services, seen: dict | None) -> FinetuneView:
+def poll(
+    services: Services,
+    seen: dict | None,
+    collection: str | None = None,
+    knobs: Knobs | None = None,
+) -> FinetuneView:
     """The timer's tick: the current job's view, with ``gr.skip()`` for what did not change.
 
-    ``seen`` is what this session drew last (``None``: draw everything).
+    ``seen`` is what this session drew last (``None``: draw everything). Start is on unless a
+    job runs; Cancel is on while one runs and no cancel was asked. Given the tab's
+    ``collection`` and ``knobs``, the plan of the next run is redrawn when a job ends (the run
+    just measured the speed).
     """
     snap = services.jobs.status()
     now = _keys(snap)
     if seen is not None and seen.get("job") == now["job"] and snap is None:
-        return FinetuneView(*([gr.skip()] * 7), seen)
+        return partial_view(FinetuneView, seen=seen)
 
     def changed(part: str) -> bool:
         return seen is None or seen.get("job") != now["job"] or seen.get(part) != now.get(part)
@@ -265,7 +198,8 @@ def poll(services: Services, seen: dict | None) -> FinetuneView:
         panel = _job_metrics_panel(services, snap)
     if panel is None and seen is None:
         panel = _latest_run_panel(services)
-    running = snap is not None and snap.running and not snap.cancel_requested
+    running = snap is not None and snap.running
+    ended = seen is not None and snap is not None and not snap.running and changed("plan")
     return FinetuneView(
         status=format_status(snap) if changed("status") else skip,
         bar=progress_html(snap) if changed("status") else skip,
@@ -273,7 +207,13 @@ def poll(services: Services, seen: dict | None) -> FinetuneView:
         metrics_title=panel[0] if panel else skip,
         metrics=panel[1] if panel else skip,
         runs=runs_frame(services) if changed("runs") else skip,
-        cancel=gr.update(interactive=running) if changed("cancel") else skip,
+        start=gr.update(interactive=not running) if changed("start") else skip,
+        cancel=(
+            gr.update(interactive=running and not snap.cancel_requested)
+            if changed("cancel")
+            else skip
+        ),
+        plan=plan_line(services, collection, knobs) if ended and knobs is not None else skip,
         seen=now,
     )
 
@@ -325,16 +265,10 @@ def start_finetune(
         )
         services.jobs.start(job)
     except LoginRequired as exc:
-        return Action(_refuse(exc.message), refresh(services))
+        return Action(refuse(exc.message), refresh(services))
     except (TrainingError, JobBusy) as exc:
-        return Action(_refuse(str(exc)), refresh(services))
-    return Action(f"Started a finetune on **{collection}**.", refresh(services))
-
-
-def _refuse(text: str) -> str:
-    """Show ``text`` as a toast and return it for the message line."""
-    gr.Warning(text)
-    return f"⚠️ {text}"
+        return Action(refuse(str(exc)), refresh(services))
+    return Action(f"Started a finetune on “{md(collection)}”.", refresh(services))
 
 
 def _embedding_dim(services: Services) -> int | None:
@@ -349,7 +283,7 @@ def cancel_finetune(services: Services, profile: Any = None) -> Action:
     try:
         require_login(profile, services.settings)
     except LoginRequired as exc:
-        return Action(_refuse(exc.message), refresh(services))
+        return Action(refuse(exc.message), refresh(services))
     if services.jobs.cancel():
         message = "Cancelling: the run stops after the current step and is kept as cancelled."
     else:

@@ -14,8 +14,10 @@ from typing import Any
 import pandas as pd
 
 from mmdemo.jobs import JobSnapshot
+from mmdemo.schedule import Estimate
 from mmdemo.services import Services
 from mmdemo.store import Run
+from mmdemo.text import md
 
 METRIC_NAMES = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 METRICS_COLUMNS = [
@@ -73,6 +75,21 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def budget_text(seconds: float | None) -> str:
+    """A time budget in words: ``2 min``, ``1.5 min``, ``30 s``."""
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if abs(minutes - round(minutes)) < 0.05 else f"{minutes:.1f} min"
+
+
+def run_label(name: object) -> str:
+    """A run's name for Markdown: as typed (escaped), in monospace."""
+    return f"<code>{md(name)}</code>"
+
+
 def phase_label(snap: JobSnapshot) -> str:
     """The job's phase in words (``Cancelling`` once a cancel is asked)."""
     if snap.running:
@@ -89,11 +106,13 @@ def format_status(snap: JobSnapshot | None) -> str:
     p = snap.progress
     head = f"**{phase_label(snap)}**"
     if p.get("run_name"):
-        head += f" · run `{p['run_name']}`"
-    head += f" · {snap.description}"
+        head += f" · run {run_label(p['run_name'])}"
+    head += f" · {md(snap.description)}"
     facts = []
     if p.get("total_steps"):
         facts.append(f"step **{p.get('step', 0):,} / {p['total_steps']:,}**")
+        if p.get("planned_by") == "budget":
+            facts.append(f"schedule fit to the {budget_text(p.get('budget_s'))} budget")
     if p.get("epoch") is not None and p.get("total_steps"):
         facts.append(f"epoch {float(p['epoch']):.2f}")
     if p.get("loss") is not None:
@@ -108,35 +127,52 @@ def format_status(snap: JobSnapshot | None) -> str:
     message = snap.message if not snap.running else str(p.get("message") or "")
     lines = [head, " · ".join(facts)]
     if message:
-        lines.append(("⚠️ " if snap.state == "failed" else "") + message)
+        lines.append(("⚠️ " if snap.state == "failed" else "") + md(message))
     return "\n\n".join(lines)
 
 
+def budget_decides(snap: JobSnapshot | None) -> bool:
+    """Whether the time budget, not the requested steps, decided the run's schedule."""
+    if snap is None:
+        return False
+    p = snap.progress
+    return p.get("planned_by") == "budget" and bool(p.get("budget_s"))
+
+
 def progress_share(snap: JobSnapshot | None) -> float:
-    """How far the job is, 0–1: the training steps; after training, all of it."""
+    """How far the job is, 0–1: the share of the time budget spent when the budget decides the
+    schedule, else of the planned steps; after training, all of it."""
     if snap is None:
         return 0.0
     p = snap.progress
     total, step = p.get("total_steps") or 0, p.get("step") or 0
     if snap.state == "finished" or p.get("phase") in ("evaluating finetuned", "saving"):
         return 1.0
+    if budget_decides(snap) and total:
+        return min(1.0, float(p.get("elapsed_s") or 0.0) / float(p["budget_s"]))
     return min(1.0, step / total) if total else 0.0
 
 
 def progress_html(snap: JobSnapshot | None) -> str:
-    """A progress bar (plain HTML/CSS) with the steps done; ``data-*`` say what it shows."""
+    """A progress bar (plain HTML/CSS): steps done, or the budget spent when the budget decides;
+    ``data-*`` say what it shows."""
     share = progress_share(snap)
     state = snap.state if snap is not None else "idle"
     colour = BAR_COLOURS.get(state, "#3b82f6")
     step = (snap.progress.get("step") or 0) if snap is not None else 0
     total = (snap.progress.get("total_steps") or 0) if snap is not None else 0
+    by_budget = budget_decides(snap)
     label = f"{step:,} / {total:,} steps · {share:.0%}" if total else f"{share:.0%}"
+    if total and by_budget:
+        budget = budget_text(snap.progress.get("budget_s")) if snap is not None else ""
+        label = f"{step:,} / {total:,} steps · {share:.0%} of the {budget} budget"
     if snap is None:
         label = "no finetune yet"
     if snap is not None and snap.running and not total:
         label = phase_label(snap) + "…"
     return (
         f'<div class="mm-ft-bar" data-state="{state}" data-step="{step}" data-total="{total}" '
+        f'data-by="{"budget" if by_budget else "steps"}" '
         'style="position:relative;height:24px;border-radius:6px;overflow:hidden;'
         'background:var(--border-color-primary)">'
         f'<div style="width:{share * 100:.1f}%;height:100%;background:{colour};'
@@ -255,7 +291,42 @@ def runs_frame(services: Services) -> pd.DataFrame:
 
 def run_title(run: Run) -> str:
     """A past run's headline: its name, status and message."""
-    text = f"**Run `{run.name}`** · {run.status}"
+    text = f"**Run {run_label(run.name)}** · {run.status}"
     if run.message:
-        text += f" · {run.message}"
+        text += f" · {md(run.message)}"
     return text
+
+
+# -- what the next run will be ---------------------------------------------------------------------
+def _about(seconds: float) -> str:
+    return "under 1 s" if seconds < 1 else f"≈ {_duration(seconds)}"
+
+
+def _epochs(value: float) -> str:
+    return f"{value:,.0f}" if abs(value - round(value)) < 0.05 or value >= 10 else f"{value:.1f}"
+
+
+def plan_markdown(estimate: Estimate) -> str:
+    """What a run with the knobs will do, before Start: epochs, steps and time, or how many of
+    them fit in the budget at the measured speed."""
+    plan = estimate.plan
+    budget = budget_text(plan.budget_s)
+    rate = plan.steps_per_s
+    speed = ""
+    if rate:
+        source = f", run {run_label(plan.speed_from)}" if plan.speed_from else ""
+        speed = f" at the measured speed ({rate:,.1f} steps/s{source})"
+    if plan.decided_by == "budget":
+        return (
+            f"**This run:** ≈ {_epochs(estimate.planned_epochs)} of {_epochs(estimate.epochs)}"
+            f" epochs ({plan.total_steps:,} of {plan.requested_steps:,} steps) fit in {budget}"
+            f"{speed}; the learning-rate schedule is planned to end inside the budget."
+        )
+    text = f"**This run:** {_epochs(estimate.epochs)} epochs, {plan.total_steps:,} steps"
+    seconds = estimate.seconds
+    if seconds is not None:
+        return f"{text}, {_about(seconds)} of the {budget} budget{speed}."
+    return (
+        f"{text}. Speed not measured yet: the first steps measure it, and if the steps would "
+        f"not fit in {budget} the schedule is planned for those that do."
+    )
