@@ -18,6 +18,7 @@ BENCHMARKS = [
     "bench.bench_gallery",
     "bench.bench_search",
     "bench.bench_train",
+    "bench.bench_label",
 ]
 
 

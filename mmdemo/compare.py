@@ -361,17 +361,51 @@ class LabelEdit:
     written: NegativeLabel | None
     previous: NegativeLabel | None
 
-    def describe(self) -> str:
+    def describe(
+        self,
+        store: Store | None = None,
+        *,
+        markdown: bool = False,
+        with_kind: bool = True,
+        limit: int = 60,
+    ) -> str:
+        """The label this edit wrote (or removed) in words, never a hash:
+        ``hard negative: “a red circle…” (pair 12) for pair 7``, or ``… caption “…” for …``.
+
+        An image is named by the caption of its pair in the anchor's collection, looked up in
+        ``store`` (without one it is just "image"). Captions are cut to ``limit`` characters;
+        ``markdown`` escapes them (:func:`mmdemo.text.md`) for a Markdown message.
+        ``with_kind=False`` leaves out the leading ``hard negative:``.
+        """
+        from mmdemo.text import md, shorten
+
         label = self.written or self.previous
         if label is None:
             return "nothing"
+
+        def quoted(text: str) -> str:
+            return f"“{md(text, limit) if markdown else shorten(text, limit)}”"
+
+        if label.negative_caption is not None:
+            target = f"caption {quoted(label.negative_caption)}"
+        else:
+            target = "image"
+            if store is not None:
+                try:
+                    anchor = store.get_pair(label.pair_id)
+                    owner = store.find_pair_by_image(
+                        anchor.collection_id, str(label.negative_sha256)
+                    )
+                except StoreError:
+                    owner = None
+                target = (
+                    f"{quoted(owner.caption)} (pair {owner.id})"
+                    if owner is not None
+                    else "an image no longer in the collection"
+                )
         kind = "hard negative" if label.kind == "negative" else "also correct"
-        target = (
-            f"caption “{label.negative_caption}”"
-            if label.negative_caption is not None
-            else f"image {str(label.negative_sha256)[:10]}…"
-        )
-        return f"{kind}: {target} for pair {label.pair_id}"
+        text = f"{target} for pair {label.pair_id}"
+        return f"{kind}: {text}" if with_kind else text
 
 
 def _same_target(label: NegativeLabel, sha256: str | None, caption: str | None) -> bool:

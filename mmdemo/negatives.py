@@ -13,6 +13,8 @@ same text, is flagged ``possible_false_negative``: it may be a correct match, be
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +22,7 @@ import numpy as np
 from mmdemo.embeddings import EmbeddingCache, Encoder
 from mmdemo.retrieval import collection_corpus, top_k
 from mmdemo.settings import Settings
-from mmdemo.store import Pair, Store
+from mmdemo.store import NegativeLabel, Pair, Store
 
 DEFAULT_MARGIN = 0.05
 """Cosine gap below the positive's score within which a candidate may be a false negative."""
@@ -119,11 +121,8 @@ def label_candidates(
                 label_id=label.id if label else None,
             )
         )
-    caption_labels = [
-        (lab.id, lab.kind, lab.negative_caption) for lab in labels if lab.negative_caption
-    ]
-    taken = {c for _, _, c in caption_labels}
-    suggestions = [c for c in suggest_negative_captions(pair.caption) if c not in taken]
+    caption_labels = caption_labels_of(labels)
+    suggestions = open_suggestions(pair.caption, caption_labels)
     return LabelTask(pair, positive_score, positive_rank, candidates, caption_labels, suggestions)
 
 
@@ -135,15 +134,13 @@ def labeled_pair_ids(store: Store, collection_id: int) -> set[int]:
 def labeling_progress(
     store: Store, collection_id: int, split: str | None = None
 ) -> tuple[int, int]:
-    """``(n_labeled, m_total)``: pairs with at least one label, and all pairs (of a split)."""
-    total = store.count_pairs(collection_id, split=split)
-    labeled = labeled_pair_ids(store, collection_id)
-    if not labeled:
-        return 0, total
-    if split is None:
-        return len(labeled), total
-    in_split = {p.id for p in store.list_pairs(collection_id, split=split)}
-    return len(labeled & in_split), total
+    """``(n_labeled, m_total)``: pairs with at least one label, and all pairs (of a split).
+
+    Two counting queries: the Label tab shows this after every label, on big collections too.
+    """
+    return store.count_labeled_pairs(collection_id, split), store.count_pairs(
+        collection_id, split=split
+    )
 
 
 def next_pair_to_label(
@@ -156,15 +153,38 @@ def next_pair_to_label(
     """The next pair for the Label mode after ``after_pair_id`` (wrapping around), or ``None``.
 
     With ``unlabeled_only`` pairs that already carry a label are passed over, so "skip" moves on
-    and labeled pairs do not come back.
+    and labeled pairs do not come back. One indexed query, whatever the collection's size.
     """
-    pairs = store.list_pairs(collection_id, split=split)
-    if unlabeled_only:
-        labeled = labeled_pair_ids(store, collection_id)
-        pairs = [p for p in pairs if p.id not in labeled]
-    if not pairs:
-        return None
-    if after_pair_id is None:
-        return pairs[0]
-    later = [p for p in pairs if p.id > after_pair_id]
-    return later[0] if later else pairs[0]
+    return store.next_pair(collection_id, after_pair_id, split, unlabeled_only)
+
+
+def with_labels(
+    candidates: Sequence[Candidate], labels: Sequence[NegativeLabel]
+) -> tuple[Candidate, ...]:
+    """The candidates with their label marks taken from ``labels`` (the pair's labels now).
+
+    What a label change needs to redraw: no re-ranking, no embeddings, one read of the labels.
+    """
+    by_image = {lab.negative_sha256: lab for lab in labels if lab.negative_sha256}
+    updated = []
+    for candidate in candidates:
+        label = by_image.get(candidate.image_sha256)
+        updated.append(
+            dataclasses.replace(
+                candidate,
+                label=label.kind if label else None,
+                label_id=label.id if label else None,
+            )
+        )
+    return tuple(updated)
+
+
+def caption_labels_of(labels: Sequence[NegativeLabel]) -> list[tuple[int, str, str]]:
+    """``(label_id, kind, negative_caption)`` of the caption labels among ``labels``."""
+    return [(lab.id, lab.kind, lab.negative_caption) for lab in labels if lab.negative_caption]
+
+
+def open_suggestions(caption: str, caption_labels: Sequence[tuple[int, str, str]]) -> list[str]:
+    """Hard-negative caption suggestions for ``caption`` not labeled yet."""
+    taken = {text for _, _, text in caption_labels}
+    return [c for c in suggest_negative_captions(caption) if c not in taken]

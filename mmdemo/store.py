@@ -672,6 +672,41 @@ class Store:
         )
         return [NegativeLabel(**dict(r)) for r in rows]
 
+    def count_labeled_pairs(self, collection_id: int, split: str | None = None) -> int:
+        """Pairs of a collection (or of one split) with at least one label: one query whose
+        cost grows with the number of labels, not of pairs."""
+        sql = (
+            "SELECT COUNT(DISTINCT n.pair_id) FROM negatives n JOIN pairs p ON p.id = n.pair_id"
+            " WHERE p.collection_id = ? AND p.deleted_at IS NULL"
+        )
+        params: list = [collection_id]
+        if split:
+            sql += " AND p.split = ?"
+            params.append(_check_split(split))
+        return int(self._query(sql, params)[0][0])
+
+    def next_pair(
+        self,
+        collection_id: int,
+        after_pair_id: int | None = None,
+        split: str | None = None,
+        unlabeled_only: bool = False,
+    ) -> Pair | None:
+        """The first pair (of a split; without labels with ``unlabeled_only``) whose id is
+        above ``after_pair_id``, wrapping around to the first; ``None`` when there is none.
+        An index range scan, so walking a big collection costs the same at every step."""
+        where, params = self._filter_sql(collection_id, None, split)
+        if unlabeled_only:
+            where += " AND NOT EXISTS (SELECT 1 FROM negatives n WHERE n.pair_id = pairs.id)"
+        for lower in ([] if after_pair_id is None else [int(after_pair_id)]) + [None]:
+            extra, values = ("", []) if lower is None else (" AND id > ?", [lower])
+            rows = self._query(
+                f"SELECT * FROM pairs WHERE {where}{extra} ORDER BY id LIMIT 1", params + values
+            )
+            if rows:
+                return _pair(rows[0])
+        return None
+
     # -- runs ----------------------------------------------------------------------------
     def create_run(
         self,

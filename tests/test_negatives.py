@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from mmdemo.embeddings import EmbeddingCache
-from mmdemo.negatives import label_candidates, labeling_progress, next_pair_to_label
+from mmdemo.negatives import (
+    caption_labels_of,
+    label_candidates,
+    labeling_progress,
+    next_pair_to_label,
+    open_suggestions,
+    with_labels,
+)
 from tests.test_retrieval import BLUE, GREEN, RED, RED2, LookupEncoder, add_pair
 
 # "red thing" → (0.741, 0.667, 0.074): R 0.741 (positive), R2 0.993, G 0.667, B 0.074.
@@ -142,3 +149,46 @@ def test_real_tiny_model_candidates(store, settings):
     assert [c.rank for c in task.candidates] == [1, 2, 3, 4]
     assert 1 <= task.positive_rank <= 8
     assert -1.0 <= task.positive_score <= 1.0
+
+
+def test_labels_redrawn_in_place_without_ranking_again(store, settings, pairs):
+    _, p = pairs
+    cache = EmbeddingCache(settings)
+    task = label_candidates(store, settings, cache, MODEL, "m", p["R"].id, k=3)
+    neg = store.add_label(p["R"].id, "negative", negative_sha256=p["G"].image_sha256)
+    store.add_label(p["R"].id, "negative", negative_caption="a purple thing")
+    labels = store.labels_for_pair(p["R"].id)
+    updated = with_labels(task.candidates, labels)
+    assert [(c.pair_id, c.label, c.label_id) for c in updated] == [
+        (p["R2"].id, None, None),
+        (p["G"].id, "negative", neg.id),
+        (p["B"].id, None, None),
+    ]
+    assert [c.score for c in updated] == [c.score for c in task.candidates]  # nothing re-ranked
+    assert caption_labels_of(labels) == [(labels[1].id, "negative", "a purple thing")]
+    assert with_labels(updated, []) == tuple(task.candidates)
+
+
+def test_suggestions_leave_out_captions_already_labeled():
+    caption = "a red circle above a blue square"
+    everything = open_suggestions(caption, [])
+    assert everything and caption not in everything
+    assert open_suggestions(caption, [(1, "negative", everything[0])]) == everything[1:]
+
+
+def test_walk_and_counts_are_queries_not_scans(store, settings, pairs):
+    """The next pair and the counts come from the store's indexed queries, same answers as
+    a walk over every pair would give, in every split and with deleted pairs."""
+    coll, p = pairs
+    ids = sorted(pair.id for pair in p.values())
+    assert store.next_pair(coll.id).id == ids[0]
+    assert store.next_pair(coll.id, ids[-1]).id == ids[0]  # wraps around
+    assert store.next_pair(coll.id, ids[1], split="train").id == p["T"].id
+    store.add_label(p["B"].id, "negative", negative_sha256=p["R"].image_sha256)
+    assert store.next_pair(coll.id, p["G"].id, unlabeled_only=True).id == p["R2"].id
+    assert store.count_labeled_pairs(coll.id) == 1 == store.count_labeled_pairs(coll.id, "eval")
+    assert store.count_labeled_pairs(coll.id, "train") == 0
+    store.delete_pair(p["B"].id)
+    assert store.count_labeled_pairs(coll.id) == 0
+    empty = store.create_collection("empty")
+    assert store.next_pair(empty.id) is None and store.count_labeled_pairs(empty.id) == 0

@@ -10,10 +10,12 @@ from mmdemo.demo_data import swap_attributes
 from mmdemo.ingest import ImportReport, ingest_item
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.settings import Settings
+from mmdemo.text import html_text
 from mmdemo.ui import label_handlers as h
 from mmdemo.ui.app import build_app
 from mmdemo.ui.label import KEYS, as_outputs, keys_js
-from tests.conftest import make_image_bytes
+from mmdemo.ui.results import is_skip
+from tests.conftest import make_image_bytes, plain
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def train_total(services: Services) -> int:
 
 def opened(services: Services, progress=None) -> h.LabelView:  # noqa: ANN001
     state = h.on_load(services, h.initial_state(services), DEMO_COLLECTION).state
-    return h.open_tab(services, state, progress)
+    return h.open_tab(services, state, DEMO_COLLECTION, progress)
 
 
 def test_opening_shows_the_first_pair_with_its_candidates(services):
@@ -167,9 +169,7 @@ def test_a_fully_labeled_collection_says_so(services):
             caption,
             "train",
         )
-    view = h.switch_collection(services, opened(services).state, "three")
-    assert view.state.pair_id is None and view.candidates == []
-    view = h.open_tab(services, view.state)
+    view = h.open_tab(services, opened(services).state, "three")  # the browser's collection
     assert len(view.state.candidates) == 2  # three pairs: the positive and two others
     for _ in range(3):
         view = h.mark(services, h.select(services, view.state, 0).state, "negative", "gus")
@@ -189,3 +189,187 @@ def test_the_app_has_the_tabs_and_the_keys_find_their_buttons(services):
     script = keys_js()
     assert all(f'"{elem_id}"' in script for elem_id in KEYS.values())
     assert "#mm-label-candidates .thumbnail-item" in script
+
+
+# -- user text is text, candidates you can tell apart, quick actions ---------------------
+HOSTILE = "<img src=x onerror=alert(1)>"
+HOSTILE_NAME = "<b>x</b>"
+LONG = "a very long caption " + "with many many words " * 40
+
+
+def hostile_collection(services: Services) -> int:
+    """A collection with a hostile name, hostile captions and a very long caption."""
+    store = services.store
+    found = store.find_collection(HOSTILE_NAME)
+    if found is not None:
+        return found.id
+    coll = store.create_collection(HOSTILE_NAME)
+    report = ImportReport(coll.name)
+    captions = [HOSTILE, f"{HOSTILE} twin", "a plain caption", LONG, "[link](http://x) **bold**"]
+    for i, caption in enumerate(captions):
+        ingest_item(
+            services.store,
+            services.settings,
+            coll.id,
+            report,
+            f"{i}.png",
+            make_image_bytes((40 * i, 180 - 30 * i, 90)),
+            caption,
+            "train",
+        )
+    return coll.id
+
+
+def pair_with(services: Services, caption: str) -> int:
+    cid = hostile_collection(services)
+    return next(p.id for p in services.store.list_pairs(cid) if p.caption == caption)
+
+
+def opened_on(services: Services, name: str) -> h.LabelView:
+    return h.open_tab(services, h.on_load(services, h.initial_state(services), name).state, name)
+
+
+def test_user_text_is_text_in_every_line(services):
+    hostile_collection(services)
+    view = opened_on(services, HOSTILE_NAME)
+    assert view.state.collection == HOSTILE_NAME
+    assert "<b>" not in view.progress and plain(view.progress).endswith(f"in “{HOSTILE_NAME}”")
+    view = h.goto_pair(services, view.state, pair_with(services, HOSTILE))
+    assert "<img" not in view.pair and f"### “{HOSTILE}”" in plain(view.pair)
+    assert "<img" not in view.listing and html_text(f"{HOSTILE} twin") in view.listing
+    twin = next(i for i, c in enumerate(view.state.candidates) if c.caption == f"{HOSTILE} twin")
+    view = h.select(services, view.state, twin)
+    assert "<img" not in view.selection and f"“{HOSTILE} twin”" in plain(view.selection)
+
+    view = h.mark(services, view.state, "negative", "<b>eve</b>")
+    twin_pair = view.state.candidates[twin].pair_id
+    assert "<img" not in view.message and "<b>" not in view.message
+    assert plain(view.message) == (
+        f"Saved: hard negative: “{HOSTILE} twin” (pair {twin_pair}) for pair "
+        f"{view.state.pair_id} (by <b>eve</b>)."
+    )
+    view = h.clear(services, h.select(services, view.state, twin).state)
+    assert plain(view.message) == (
+        f"Cleared the label of “{HOSTILE} twin” (pair {twin_pair}) for pair "
+        f"{view.state.pair_id} (it was hard negative)."
+    )
+    assert "Saved" not in view.message
+
+    view = h.add_negative_caption(services, view.state, f"{HOSTILE} swapped", "eve")
+    assert "<img" not in view.caption_labels
+    assert f"hard negative: “{HOSTILE} swapped”" in plain(view.caption_labels)
+    assert "<img" not in view.message
+
+
+def test_markdown_in_a_caption_stays_text(services):
+    view = opened_on(services, HOSTILE_NAME)
+    view = h.goto_pair(services, view.state, pair_with(services, "[link](http://x) **bold**"))
+    assert "](" not in view.pair.replace("\\](", "") and "**bold**" not in view.pair
+    assert "“[link](http://x) **bold**”" in plain(view.pair)
+
+
+def test_long_captions_are_cut_with_the_whole_text_at_hand(services):
+    long_caption = " ".join(LONG.split())
+    view = opened_on(services, HOSTILE_NAME)
+    view = h.goto_pair(services, view.state, pair_with(services, long_caption))
+    heading = view.pair.split("\n\n")[0]
+    assert len(plain(heading)) < h.HEADING_CHARS + 10 and plain(heading).endswith("…”")
+    assert "<details>" in view.pair and long_caption in plain(view.pair)  # folded out below
+    # Shown as a candidate of another pair, the list has the whole caption.
+    view = h.goto_pair(services, view.state, pair_with(services, "a plain caption"))
+    assert html_text(long_caption) in view.listing
+    tile = next(caption for _, caption in view.candidates if "very long" in caption)
+    assert len(tile) < 160  # the tile shows the start only
+
+
+def test_the_list_shows_every_candidate_in_full(services):
+    view = opened(services)
+    st = view.state
+    listing = view.listing
+    assert listing.count("<tr data-key=") == len(st.candidates) == h.DEFAULT_K
+    assert listing.count("mm-selected") == 1 and '<tr data-key="1" class="mm-selected">' in listing
+    for number, c in enumerate(st.candidates, start=1):
+        row = listing.split(f'<tr data-key="{number}"')[1].split("</tr>")[0]
+        assert f"<b>{number}</b>" in row and html_text(c.caption) in row
+        assert f">{c.pair_id}<" in row and f">{c.score:.3f}<" in row
+        assert ("⚠ maybe correct" in row) == c.possible_false_negative
+    view = h.mark(services, h.select(services, st, 1).state, "negative", "ann")
+    view = h.mark(services, view.state, "also-positive", "ann")
+    rows = view.listing.split("<tr data-key=")[1:]
+    assert "✗ hard negative" in rows[1] and "+ also correct" in rows[2]
+    assert "mm-selected" in rows[3]  # the selection moved on to the next unlabeled one
+    assert "hard negative" not in rows[0] and "also correct" not in rows[3]
+    assert "labeled **also correct**" in h.select(services, view.state, 2).selection
+
+
+def fields_set(view: h.LabelView) -> set[str]:
+    return {name for name, value in view._asdict().items() if not is_skip(value)}
+
+
+def test_quick_actions_change_only_their_outputs_and_rank_nothing(services, monkeypatch):
+    calls: list[int] = []
+    real = h.load_candidates
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(h, "load_candidates", counting)
+    view = opened(services)
+    assert len(calls) == 1
+    selected = h.select(services, view.state, 4)
+    assert fields_set(selected) <= set(h.SELECT_OUTPUTS) and "selection" in fields_set(selected)
+    label_views = [h.mark(services, selected.state, "negative", "ann")]
+    label_views.append(h.mark(services, label_views[-1].state, "also-positive", "ann"))
+    label_views.append(h.undo(services, label_views[-1].state))
+    label_views.append(h.clear(services, h.select(services, label_views[-1].state, 4).state))
+    label_views.append(h.undo(services, label_views[-1].state))
+    label_views.append(h.add_negative_caption(services, label_views[-1].state, "a swap", "ann"))
+    for label_view in label_views:
+        assert fields_set(label_view) <= set(h.LABEL_OUTPUTS)
+        assert {"candidates", "listing", "progress", "message"} <= fields_set(label_view)
+    assert len(calls) == 1  # no label re-ranked the pair
+    assert [c.label for c in label_views[-1].state.candidates][4:6] == ["negative", None]
+    assert label_views[-1].state.candidates[4].label_id is not None
+    assert services.store.labels_for_pair(view.state.pair_id)[0].kind == "negative"
+
+    after = h.next_pair(services, label_views[-1].state)
+    assert len(calls) == 2 and fields_set(after) <= set(h.PAIR_OUTPUTS)
+    assert fields_set(h.on_load(services, after.state, DEMO_COLLECTION)) == {"state"}
+
+
+def test_opening_follows_the_browsers_collection(services):
+    view = opened(services)
+    view = h.select(services, h.next_pair(services, view.state).state, 3)
+    again = h.open_tab(services, view.state, DEMO_COLLECTION)  # same collection: same place
+    assert again.state.pair_id == view.state.pair_id and again.state.selected == 3
+    assert again.state.history == view.state.history
+
+    hostile_collection(services)
+    other = h.open_tab(services, again.state, HOSTILE_NAME)  # another one: start over there
+    cid = services.store.collection(HOSTILE_NAME).id
+    assert other.state.collection == HOSTILE_NAME and other.state.history == ()
+    assert services.store.get_pair(other.state.pair_id).collection_id == cid
+    stale = h.open_tab(services, other.state, "deleted meanwhile")  # falls back to the default
+    assert stale.state.collection == DEMO_COLLECTION
+    assert h.on_load(services, h.initial_state(services), "gone").state.collection == (
+        DEMO_COLLECTION
+    )
+
+
+def test_the_tab_wires_no_collection_change_and_quick_events(services):
+    demo_app = build_app(services)
+    label_fns = [
+        f for f in demo_app.fns.values() if f.fn is not None and "build_label" in f.fn.__qualname__
+    ]
+    browser_states = {b._id for b in demo_app.blocks.values() if isinstance(b, gr.BrowserState)}
+    assert label_fns and not [
+        f for f in label_fns for target, event in f.targets if target in browser_states
+    ]
+    by_name = {f.fn.__qualname__.rsplit(".", 1)[-1]: f for f in label_fns}
+    select_fn = by_name["on_select"]
+    assert len(select_fn.outputs) == len(h.SELECT_OUTPUTS) and select_fn.show_progress == "hidden"
+    for name in ("on_negative", "on_also", "on_clear", "on_undo"):
+        assert len(by_name[name].outputs) == len(h.LABEL_OUTPUTS)
+        assert by_name[name].show_progress == "hidden" and by_name[name].trigger_mode == "multiple"
+    assert all(f.concurrency_id == "label" for f in label_fns if f.queue)

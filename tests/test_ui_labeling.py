@@ -8,10 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from mmdemo.compare import LabelEdit, clear_label, set_label
 from mmdemo.images import ImageLimits, ingest_image_bytes
 from mmdemo.models import ModelChoice
 from mmdemo.services import Services
 from mmdemo.store import Pair
+from mmdemo.text import md
 from mmdemo.ui.identity import LOCAL_AUTHOR
 from mmdemo.ui.labeling import (
     LabelOutcome,
@@ -69,14 +71,16 @@ def test_a_label_is_saved_by_local_and_undone(services, pairs):
         LOCAL_AUTHOR,
     )
     assert outcome.last_edit.written == label and outcome.last_edit.previous is None
-    short = other.image_sha256[:10]
+    # Named by the caption of the image's pair, never by its hash.
     assert outcome.message == (
-        f"Saved: hard negative: image {short}… for pair {pair.id} (by {LOCAL_AUTHOR})."
+        f"Saved: hard negative: “a blue square” (pair {other.id}) for pair {pair.id} "
+        f"(by {LOCAL_AUTHOR})."
     )
+    assert other.image_sha256[:8] not in outcome.message
 
     undone = undo_label(services, outcome.last_edit)
     assert undone == LabelOutcome(
-        None, f"Undone: hard negative: image {short}… for pair {pair.id}.", saved=True
+        None, f"Undone: hard negative: “a blue square” (pair {other.id}) for pair {pair.id}.", True
     )
     assert services.store.labels_for_pair(pair.id) == []
 
@@ -86,7 +90,7 @@ def test_relabeling_then_undo_puts_the_earlier_label_back(services, pairs):
     first = apply_label(services, image_of(pair, other), "negative", None, author="bob")
     second = apply_label(services, image_of(pair, other), "also-positive", first.last_edit)
     assert second.last_edit.previous == first.last_edit.written
-    assert second.message.startswith("Saved: also correct: image ")
+    assert second.message.startswith("Saved: also correct: “a blue square” (pair ")
     [label] = services.store.labels_for_pair(pair.id)
     assert (label.kind, label.author) == ("also-positive", LOCAL_AUTHOR)
 
@@ -101,12 +105,14 @@ def test_nothing_to_label_or_a_refused_write_keeps_the_edit_to_undo(services, pa
 
     with pytest.warns(UserWarning, match="Click a result first"):  # the toast
         reason = apply_label(services, "Click a result first.", "negative", earlier)
-    assert reason == LabelOutcome(earlier, "Click a result first.")
+    assert reason == LabelOutcome(earlier, md("Click a result first."))  # Markdown, escaped
 
     own_image = apply_label(services, image_of(pair, pair), "negative", earlier)
-    assert own_image == LabelOutcome(earlier, "An image cannot be a negative for its own caption.")
+    assert own_image == LabelOutcome(
+        earlier, md("An image cannot be a negative for its own caption.")
+    )
     assert len(services.store.labels_for_pair(pair.id)) == 1
-    assert undo_label(services, None) == LabelOutcome(None, "Nothing to undo.")
+    assert undo_label(services, None) == LabelOutcome(None, md("Nothing to undo."))
 
 
 def test_an_undo_the_store_cannot_do_is_spent(services, pairs):
@@ -117,7 +123,7 @@ def test_an_undo_the_store_cannot_do_is_spent(services, pairs):
 
     outcome = undo_label(services, second.last_edit)
     assert not outcome.saved and outcome.last_edit is None
-    assert outcome.message == f"Pair {pair.id} does not exist (was it deleted?)."
+    assert outcome.message == md(f"Pair {pair.id} does not exist (was it deleted?).")
 
 
 def test_on_a_space_writes_need_a_login_first(space, pairs):
@@ -150,3 +156,47 @@ def test_caption_negatives_need_a_pair_and_a_caption(services, pairs):
     assert outcome.message == (
         f"Saved: hard negative: caption “a red circle” for pair {pair.id} (by {LOCAL_AUTHOR})."
     )
+
+
+def test_messages_escape_and_shorten_captions(services, pairs):
+    pair, other = pairs
+    hostile = "<img src=x onerror=alert(1)> " + "very long words " * 20
+    services.store.update_pair(other.id, caption=hostile)
+    outcome = apply_label(services, image_of(pair, other), "negative", None, author="<b>eve</b>")
+    message = outcome.message
+    assert "<img" not in message and "&lt;img src=x onerror=alert\\(1\\)&gt;" in message
+    assert "<b>" not in message and "(by &lt;b&gt;eve&lt;/b&gt;)." in message
+    assert "very long words" in message and "…”" in message  # cut for the message line
+    assert len(message) < len(hostile)
+
+
+def test_undoing_a_clear_says_the_label_is_back(services, pairs):
+    pair, other = pairs
+    saved = apply_label(services, image_of(pair, other), "also-positive", None)
+    cleared = clear_label(services.store, saved.last_edit.written.id)
+    undone = undo_label(services, cleared)
+    assert undone.message == (
+        f"Undone: the label is back: also correct: “a blue square” (pair {other.id}) "
+        f"for pair {pair.id}."
+    )
+    assert [lab.kind for lab in services.store.labels_for_pair(pair.id)] == ["also-positive"]
+
+
+def test_describe_names_images_by_caption_and_never_by_hash(services, pairs):
+    pair, other = pairs
+    edit = set_label(services.store, pair.id, "negative", sha256=other.image_sha256)
+    store = services.store
+    assert (
+        edit.describe(store)
+        == f"hard negative: “a blue square” (pair {other.id}) for pair {pair.id}"
+    )
+    assert (
+        edit.describe(store, with_kind=False)
+        == f"“a blue square” (pair {other.id}) for pair {pair.id}"
+    )
+    assert edit.describe() == f"hard negative: image for pair {pair.id}"  # no store to ask
+    store.delete_pair(other.id)
+    assert edit.describe(store) == (
+        f"hard negative: an image no longer in the collection for pair {pair.id}"
+    )
+    assert LabelEdit(None, None).describe(store) == "nothing"

@@ -4,13 +4,19 @@ Keys (while the tab is shown and no text field has the focus): ``1``–``9`` sel
 ``n`` marks it hard negative, ``c`` also correct, ``x`` clears its label, ``s`` or ``→`` skips to
 the next pair, ``←`` goes back, ``u`` undoes the last change. They are bound by a small script
 that the page runs once on load; it clicks the tab's own buttons, so keys and clicks run the same
-handlers. The layout and the wiring live here; the handlers live in
-:mod:`mmdemo.ui.label_handlers`.
+handlers (a click on a row of the numbered list selects that candidate too). The layout and the
+wiring live here; the handlers live in :mod:`mmdemo.ui.label_handlers`.
+
+State flows one way: the tab reads the browser's current collection (``shared.collection``) as
+an input when it is shown and never writes it. Each event sends only the outputs its action
+changes (:data:`~mmdemo.ui.label_handlers.SELECT_OUTPUTS`, ``LABEL_OUTPUTS``, ``PAIR_OUTPUTS``),
+quick ones with no progress indicator, all in one queue so they run in the order they came.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 from gradio.context import get_render_context
@@ -19,7 +25,7 @@ from mmdemo.services import Services
 from mmdemo.ui import label_handlers as h
 from mmdemo.ui.common import Shared
 from mmdemo.ui.label_handlers import DEFAULT_K, MAX_K, SPLIT_CHOICES, LabelState, LabelView
-from mmdemo.ui.results import is_skip
+from mmdemo.ui.results import CANDIDATES_CSS, is_skip
 
 KEYS = {
     "n": "mm-label-negative",
@@ -36,6 +42,24 @@ KEYS_JS = """
   if (window.__mmLabelKeys) return;
   window.__mmLabelKeys = true;
   const buttons = %s;
+  const tiles = () => [...document.querySelectorAll("#mm-label-candidates .thumbnail-item")];
+  // The list's row of the selected candidate is marked at once, in the page; the server marks
+  // it too whenever it redraws the list.
+  const markRow = (index) => {
+    const list = document.getElementById("mm-label-list");
+    if (!list) return;
+    list.querySelectorAll("tr.mm-selected").forEach((row) => row.classList.remove("mm-selected"));
+    const row = list.querySelector(`tr[data-key="${index + 1}"]`);
+    if (row) row.classList.add("mm-selected");
+  };
+  document.addEventListener("click", (event) => {
+    const target = event.target instanceof Element ? event.target : null;
+    const tile = target && target.closest("#mm-label-candidates .thumbnail-item");
+    if (tile) { markRow(tiles().indexOf(tile)); return; }
+    const row = target && target.closest("#mm-label-list tr[data-key]");
+    const item = row ? tiles()[Number(row.dataset.key) - 1] : null;
+    if (item) item.click();  // a click on a row of the list selects its candidate
+  }, true);
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
     const target = event.target;
@@ -45,8 +69,7 @@ KEYS_JS = """
     if (!panel || panel.offsetParent === null) return;  // the Label tab is not shown
     let element = null;
     if (/^[1-9]$/.test(event.key)) {
-      const items = panel.querySelectorAll("#mm-label-candidates .thumbnail-item");
-      element = items[Number(event.key) - 1] || null;
+      element = tiles()[Number(event.key) - 1] || null;
     } else {
       const id = buttons[event.key] || buttons[event.key.toLowerCase()];
       element = id ? document.getElementById(id) : null;
@@ -67,14 +90,15 @@ def keys_js() -> str:
     return KEYS_JS % json.dumps(KEYS)
 
 
-def as_outputs(view: LabelView) -> tuple:
-    """The event outputs: the candidates gallery goes out with its highlighted item."""
+def as_outputs(view: LabelView, fields: tuple[str, ...] = LabelView._fields) -> tuple:
+    """The values of ``fields`` (an event's outputs, in order); the candidates gallery goes out
+    with its highlighted item."""
     values = view._asdict()
     if not is_skip(values["candidates"]):
         values["candidates"] = gr.Gallery(
             value=values["candidates"], selected_index=view.state.selected
         )
-    return tuple(values[name] for name in LabelView._fields)
+    return tuple(values[name] for name in fields)
 
 
 def build_label(services: Services, shared: Shared) -> None:
@@ -144,6 +168,12 @@ def build_label(services: Services, shared: Shared) -> None:
                         elem_id="mm-label-caption",
                     )
                     caption_btn = gr.Button("Save caption negative", scale=1)
+        listing = gr.HTML(
+            elem_id="mm-label-list",
+            css_template=CANDIDATES_CSS,
+            js_on_load=None,
+            padding=False,
+        )
         gr.Markdown(
             "Keys: **1–9** select a candidate · **n** hard negative · **c** also correct · "
             "**x** clear · **s** / **→** next pair · **←** previous · **u** undo",
@@ -157,75 +187,97 @@ def build_label(services: Services, shared: Shared) -> None:
         "pair": pair_md,
         "positive": positive,
         "candidates": candidates,
+        "listing": listing,
         "selection": selection,
         "negative_caption": negative_caption,
         "caption_labels": caption_labels,
         "undo": undo_btn,
         "message": message,
     }
-    outputs = [components[name] for name in LabelView._fields]
 
-    def wire(handler: Callable[..., LabelView]) -> Callable[..., tuple]:
-        return lambda *values: as_outputs(handler(services, *values))
+    def outputs_of(fields: tuple[str, ...]) -> list:
+        return [components[name] for name in fields]
 
-    shared.demo.load(wire(h.on_load), [state, shared.collection], outputs)
+    def wired(fields: tuple[str, ...], handler: Callable[..., LabelView]) -> Callable[..., Any]:
+        if len(fields) == 1:  # Gradio takes one output's value bare, not in a tuple
+            return lambda *values: as_outputs(handler(services, *values), fields)[0]
+        return lambda *values: as_outputs(handler(services, *values), fields)
+
+    # Every event of the tab runs in one queue, one at a time, in the order they came: a
+    # selection is saved before the label that follows it. Quick actions show no progress.
+    quick = {"concurrency_id": "label", "show_progress": "hidden"}
+    slow = {"concurrency_id": "label", "show_progress_on": [pair_md]}
+
+    shared.demo.load(
+        wired(("state",), h.on_load),
+        [state, shared.collection],
+        [state],
+        **quick,
+    )
     shared.demo.load(None, None, None, js=keys_js())
-    shared.collection.change(wire(h.switch_collection), [state, shared.collection], outputs)
 
-    def on_open(st: LabelState, progress=gr.Progress()) -> tuple:  # noqa: ANN001
-        return as_outputs(h.open_tab(services, st, progress))
+    full = LabelView._fields
+
+    def on_open(st: LabelState, name: str | None, progress=gr.Progress()) -> tuple:  # noqa: ANN001
+        return as_outputs(h.open_tab(services, st, name, progress), full)
 
     if isinstance(tab, gr.Tab):
-        tab.select(on_open, [state], outputs, concurrency_id="label")
+        tab.select(on_open, [state, shared.collection], outputs_of(full), **slow)
     else:
-        shared.demo.load(on_open, [state], outputs, concurrency_id="label")
+        shared.demo.load(on_open, [state, shared.collection], outputs_of(full), **slow)
+
+    pair_fields = h.PAIR_OUTPUTS
 
     def on_options(st, model_, split_, unlabeled_, k_, progress=gr.Progress()) -> tuple:  # noqa: ANN001
-        return as_outputs(h.set_options(services, st, model_, split_, unlabeled_, k_, progress))
+        view = h.set_options(services, st, model_, split_, unlabeled_, k_, progress)
+        return as_outputs(view, pair_fields)
 
     option_inputs = [state, model, split, unlabeled, k]
     for control in (model, split, unlabeled):
-        control.input(on_options, option_inputs, outputs, concurrency_id="label")
-    k.release(on_options, option_inputs, outputs, concurrency_id="label")
+        control.input(on_options, option_inputs, outputs_of(pair_fields), **slow)
+    k.release(on_options, option_inputs, outputs_of(pair_fields), **slow)
 
-    def on_next(st, progress=gr.Progress()) -> tuple:  # noqa: ANN001
-        return as_outputs(h.next_pair(services, st, progress))
-
-    def on_back(st, progress=gr.Progress()) -> tuple:  # noqa: ANN001
-        return as_outputs(h.previous_pair(services, st, progress))
-
-    def on_goto(st, pair_id, progress=gr.Progress()) -> tuple:  # noqa: ANN001
-        return as_outputs(h.goto_pair(services, st, pair_id, progress))
-
-    next_btn.click(on_next, [state], outputs, concurrency_id="label")
-    back_btn.click(on_back, [state], outputs, concurrency_id="label")
-    goto_btn.click(on_goto, [state, goto], outputs, concurrency_id="label")
-    goto.submit(on_goto, [state, goto], outputs, concurrency_id="label")
+    # Another pair: its candidates are ranked from cached embeddings (the split's images were
+    # encoded when the tab opened), quick enough to need no progress bar.
+    next_btn.click(wired(pair_fields, h.next_pair), [state], outputs_of(pair_fields), **quick)
+    back_btn.click(wired(pair_fields, h.previous_pair), [state], outputs_of(pair_fields), **quick)
+    for trigger in (goto_btn.click, goto.submit):
+        trigger(wired(pair_fields, h.goto_pair), [state, goto], outputs_of(pair_fields), **quick)
 
     def on_select(st: LabelState, evt: gr.SelectData) -> tuple:
-        return as_outputs(h.select(services, st, int(evt.index)))
+        return as_outputs(h.select(services, st, int(evt.index)), h.SELECT_OUTPUTS)
 
-    candidates.select(on_select, [state], outputs)
+    # "always_last": a second number pressed while the first is on its way still counts.
+    candidates.select(
+        on_select, [state], outputs_of(h.SELECT_OUTPUTS), trigger_mode="always_last", **quick
+    )
 
     # Every label write gets the Space login (Gradio fills an argument typed
     # `gr.OAuthProfile | None`; None off a Space): required there, and saved as the author.
+    label_fields = h.LABEL_OUTPUTS
+
     def on_negative(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.mark(services, st, "negative", profile=profile))
+        return as_outputs(h.mark(services, st, "negative", profile=profile), label_fields)
 
     def on_also(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.mark(services, st, "also-positive", profile=profile))
+        return as_outputs(h.mark(services, st, "also-positive", profile=profile), label_fields)
 
     def on_clear(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.clear(services, st, profile))
+        return as_outputs(h.clear(services, st, profile), label_fields)
 
     def on_caption(st: LabelState, text: str, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.add_negative_caption(services, st, text, profile=profile))
+        view = h.add_negative_caption(services, st, text, profile=profile)
+        return as_outputs(view, label_fields)
 
     def on_undo(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.undo(services, st, profile=profile))
+        return as_outputs(h.undo(services, st, profile=profile), label_fields)
 
-    negative_btn.click(on_negative, [state], outputs, concurrency_id="label")
-    also_btn.click(on_also, [state], outputs, concurrency_id="label")
-    clear_btn.click(on_clear, [state], outputs, concurrency_id="label")
-    caption_btn.click(on_caption, [state, negative_caption], outputs, concurrency_id="label")
-    undo_btn.click(on_undo, [state], outputs, concurrency_id="label")
+    # "multiple": n, n, n pressed quickly label three candidates in turn (the queue keeps them
+    # in order and each sees the state the one before left).
+    label_outputs = outputs_of(label_fields)
+    writes = {**quick, "trigger_mode": "multiple"}
+    negative_btn.click(on_negative, [state], label_outputs, **writes)
+    also_btn.click(on_also, [state], label_outputs, **writes)
+    clear_btn.click(on_clear, [state], label_outputs, **writes)
+    caption_btn.click(on_caption, [state, negative_caption], label_outputs, **writes)
+    undo_btn.click(on_undo, [state], label_outputs, **writes)

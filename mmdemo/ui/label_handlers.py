@@ -3,9 +3,19 @@
 
 The tab walks through the pairs of a collection. For each it shows the caption, its own image
 and the images the chosen model ranks highest for the caption with the positive left out
-(:func:`mmdemo.negatives.label_candidates`); a candidate is marked *hard negative* or *also
-correct* with one click or key, or the pair is skipped. Every label is saved at once, with its
-author, and the last change can be undone.
+(:func:`mmdemo.negatives.label_candidates`), as thumbnails and as a numbered list with every
+caption in full; a candidate is marked *hard negative* or *also correct* with one click or key,
+or the pair is skipped. Every label is saved at once, with its author, and the last change can
+be undone.
+
+Labeling must feel instant, so each handler changes only what its action changes (the tab wires
+each event to those outputs only, see :data:`SELECT_OUTPUTS` and :data:`LABEL_OUTPUTS`): a
+selection sends the selection line; a label re-reads the pair's labels (one query) and redraws
+the marks, the list and the counts from the state, without ranking, encoding or loading the
+model again. Only a new pair (next, previous, go to, other options, opening the tab) ranks.
+
+User text (captions, collection and model names) reaches Markdown through
+:func:`mmdemo.text.md` and the list's HTML through :func:`mmdemo.text.html_text`.
 """
 
 from __future__ import annotations
@@ -20,11 +30,15 @@ from mmdemo.compare import BASE, LabelEdit, clear_label, display_path, model_opt
 from mmdemo.images import image_path
 from mmdemo.negatives import (
     Candidate,
+    caption_labels_of,
     labeling_progress,
     next_pair_to_label,
+    open_suggestions,
+    with_labels,
 )
 from mmdemo.services import Services
 from mmdemo.store import Collection, Pair, StoreError
+from mmdemo.text import md
 from mmdemo.ui.common import current_collection, default_collection, partial_view, warn
 from mmdemo.ui.identity import LoginRequired, require_login
 from mmdemo.ui.labeling import (
@@ -34,7 +48,7 @@ from mmdemo.ui.labeling import (
     caption_target,
     undo_label,
 )
-from mmdemo.ui.results import FAILURES, is_skip, load_candidates
+from mmdemo.ui.results import FAILURES, candidate_gallery, candidates_html, load_candidates
 
 NO_PAIR = "There is no pair to label."
 ALL_SPLITS = "all"
@@ -42,6 +56,11 @@ SPLIT_CHOICES = ("train", "eval", "test", ALL_SPLITS)
 DEFAULT_K = 8
 MAX_K = 9
 """Keys 1–9 select a candidate."""
+HEADING_CHARS = 300
+"""The pair's heading shows this much of its caption; the rest folds out below it."""
+LINE_CHARS = 300
+"""Captions in the selection line and the caption-label line are cut here (the list has all)."""
+KINDS = {"negative": "hard negative", "also-positive": "also correct"}
 
 
 @dataclass(frozen=True)
@@ -72,11 +91,31 @@ class LabelView(NamedTuple):
     pair: Any
     positive: Any
     candidates: Any  # list[(path, caption)] or gr.skip(); see label.as_outputs
+    listing: Any
+    """The numbered list of the candidates (HTML): full captions, scores, flags, labels."""
     selection: Any
     negative_caption: Any
     caption_labels: Any
     undo: Any
     message: Any
+
+
+SELECT_OUTPUTS = ("state", "selection")
+"""What a selection changes (the gallery highlights the clicked tile itself)."""
+LABEL_OUTPUTS = (
+    "state",
+    "progress",
+    "candidates",
+    "listing",
+    "selection",
+    "negative_caption",
+    "caption_labels",
+    "undo",
+    "message",
+)
+"""What a label, a clear, a caption negative or an undo can change: never the pair itself."""
+PAIR_OUTPUTS = tuple(name for name in LabelView._fields if name != "model")
+"""What showing another pair changes (the model dropdown is the person's own choice)."""
 
 
 def view(state: LabelState, **fields: Any) -> LabelView:
@@ -100,24 +139,58 @@ def _progress_text(services: Services, state: LabelState, collection: Collection
         return "No collection yet: create one in the Curate tab."
     done, total = labeling_progress(services.store, collection.id, _split(state))
     which = "" if state.split == ALL_SPLITS else f" {state.split}"
-    return f"**{done:,} of {total:,}**{which} pairs labeled in “{collection.name}”"
+    return f"**{done:,} of {total:,}**{which} pairs labeled in “{md(collection.name)}”"
+
+
+def _progress(services: Services, state: LabelState) -> str:
+    return _progress_text(services, state, current_collection(services, state.collection))
 
 
 def _undo_button(state: LabelState) -> Any:
-    edit = state.last_edit
-    if edit is None:
-        return gr.update(visible=False)
-    return gr.update(visible=True, value="↶ Undo last label (u)")
+    return gr.update(visible=state.last_edit is not None)
 
 
-def _selection_text(state: LabelState) -> str:
+def selection_text(state: LabelState) -> str:
+    """The selected candidate in a line: its key, pair, caption, flag and label."""
     if state.pair_id is None:
         return ""
     if state.selected is None or not 0 <= state.selected < len(state.candidates):
         return "*Click a candidate (or press its number), then mark it.*"
     c = state.candidates[state.selected]
     flag = " — ⚠ scored almost as high as the positive: maybe correct" * c.possible_false_negative
-    return f"**Selected [{state.selected + 1}]:** pair {c.pair_id}, “{c.caption}”{flag}"
+    label = f" · labeled **{KINDS.get(c.label, c.label)}**" if c.label else ""
+    caption = md(c.caption, LINE_CHARS)
+    return f"**Selected [{state.selected + 1}]:** pair {c.pair_id}, “{caption}”{flag}{label}"
+
+
+def pair_text(pair: Pair, rank: int, score: float, model_label: str) -> str:
+    """The pair's heading (its caption, cut at :data:`HEADING_CHARS` with the whole text folded
+    out below) and how the model ranks its own image."""
+    heading = f"### “{md(pair.caption, HEADING_CHARS)}”"
+    if len(pair.caption) > HEADING_CHARS:
+        heading += (
+            f"\n\n<details><summary>Whole caption ({len(pair.caption):,} characters)</summary>"
+            f"\n\n{md(pair.caption)}\n\n</details>"
+        )
+    where = f"#{rank}" if rank > 1 else "#1 (the model gets it)"
+    return (
+        f"{heading}\n\npair {pair.id} · {md(pair.split)} split · its own image ranks "
+        f"**{where}** under {md(model_label)} (similarity {score:.3f}). "
+        "Candidates below leave it out."
+    )
+
+
+def caption_labels_text(caption_labels: list[tuple[int, str, str]]) -> str:
+    """The hard-negative (or also-correct) captions labeled for the pair."""
+    if not caption_labels:
+        return ""
+    return "**Caption labels:** " + " · ".join(
+        f"{KINDS.get(kind, kind)}: “{md(text, LINE_CHARS)}”" for _, kind, text in caption_labels
+    )
+
+
+def _suggestions(suggested: list[str]) -> Any:
+    return gr.update(choices=suggested, value=suggested[0] if suggested else None)
 
 
 def _original(services: Services, pair: Pair) -> str:
@@ -141,11 +214,11 @@ def _empty(services: Services, state: LabelState, message: str) -> LabelView:
     state = dataclasses.replace(state, pair_id=None, candidates=(), selected=None)
     return view(
         state,
-        model=_model_dropdown(services, state),
-        progress=_progress_text(services, state, current_collection(services, state.collection)),
+        progress=_progress(services, state),
         pair=message,
         positive=None,
         candidates=[],
+        listing="",
         selection="",
         negative_caption=gr.update(choices=[], value=None),
         caption_labels="",
@@ -162,7 +235,8 @@ def show_pair(
     message: str = "",
     keep_selection: bool = False,
 ) -> LabelView:
-    """Show a pair: its caption, its image and the model's top candidates."""
+    """Show a pair: its caption, its image and the model's top candidates (every output but
+    the model dropdown)."""
     try:
         pair, ref, task, gallery = load_candidates(
             services, state.model, pair_id, max(1, min(int(state.k), MAX_K)), progress
@@ -174,31 +248,16 @@ def show_pair(
     if selected is None or selected >= len(candidates):
         selected = _next_selection(candidates, None)
     state = dataclasses.replace(state, pair_id=pair.id, candidates=candidates, selected=selected)
-    rank = f"#{task.positive_rank}" if task.positive_rank > 1 else "#1 (the model gets it)"
-    pair_text = (
-        f"### “{pair.caption}”\n\npair {pair.id} · {pair.split} split · its own image ranks "
-        f"**{rank}** under {ref.label} (similarity {task.positive_score:.3f}). "
-        "Candidates below leave it out."
-    )
-    caption_labels = ""
-    if task.caption_labels:
-        kinds = {"negative": "hard negative", "also-positive": "also correct"}
-        caption_labels = "**Caption labels:** " + " · ".join(
-            f"{kinds.get(kind, kind)}: “{text}”" for _, kind, text in task.caption_labels
-        )
     return view(
         state,
-        model=_model_dropdown(services, state),
-        progress=_progress_text(services, state, current_collection(services, state.collection)),
-        pair=pair_text,
+        progress=_progress(services, state),
+        pair=pair_text(pair, task.positive_rank, task.positive_score, ref.label),
         positive=_original(services, pair),
         candidates=gallery,
-        selection=_selection_text(state),
-        negative_caption=gr.update(
-            choices=task.suggested_captions,
-            value=task.suggested_captions[0] if task.suggested_captions else None,
-        ),
-        caption_labels=caption_labels,
+        listing=candidates_html(candidates, selected),
+        selection=selection_text(state),
+        negative_caption=_suggestions(task.suggested_captions),
+        caption_labels=caption_labels_text(task.caption_labels),
         undo=_undo_button(state),
         message=message,
     )
@@ -232,40 +291,37 @@ def initial_state(services: Services) -> LabelState:
 
 
 def on_load(services: Services, state: LabelState, collection: str | None) -> LabelView:
-    """Page load (cheap): follow the shared collection; the pair shows when the tab opens."""
-    state = initial_state(services)
-    if collection and services.store.find_collection(collection) is not None:
-        state = dataclasses.replace(state, collection=collection)
-    return view(
-        state,
-        model=_model_dropdown(services, state),
-        progress=_progress_text(services, state, current_collection(services, state.collection)),
-        undo=_undo_button(state),
-    )
+    """Page load (cheap: one look-up, only the state changes): start on the browser's current
+    collection; the pair shows when the tab is opened."""
+    del state  # a page load is a new session
+    found = current_collection(services, collection)
+    return view(LabelState(collection=found.name if found is not None else None))
 
 
-def switch_collection(services: Services, state: LabelState, name: str | None) -> LabelView:
-    """The Curate tab opened another collection: start over there."""
-    if name == state.collection:
-        return view(state)
-    state = dataclasses.replace(
-        state, collection=name, pair_id=None, candidates=(), selected=None, history=()
-    )
-    return _empty(services, state, "*Open this tab to label the new collection.*")
-
-
-def open_tab(services: Services, state: LabelState, progress: Any = None) -> LabelView:
-    """The tab was opened: show the current pair again (labels may have changed elsewhere),
-    or the first pair to label."""
-    if state.pair_id is not None:
+def open_tab(
+    services: Services, state: LabelState, collection: str | None = None, progress: Any = None
+) -> LabelView:
+    """The tab was opened: follow the browser's current collection (``collection``, the
+    ``shared.collection`` value; a stale name falls back to the default). In another
+    collection than before the walk starts over there; otherwise the current pair shows again
+    (labels may have changed elsewhere), or the first pair to label."""
+    found = current_collection(services, collection if collection else state.collection)
+    name = found.name if found is not None else None
+    if name != state.collection:
+        state = dataclasses.replace(
+            state, collection=name, pair_id=None, candidates=(), selected=None, history=()
+        )
+    shown = None
+    if state.pair_id is not None and found is not None:
         try:
             pair = services.store.get_pair(state.pair_id)
         except StoreError:
             pair = None
-        collection = current_collection(services, state.collection)
-        if pair is not None and collection is not None and pair.collection_id == collection.id:
-            return show_pair(services, state, pair.id, progress, keep_selection=True)
-    return _first_or_next(services, state, None, progress)
+        if pair is not None and pair.collection_id == found.id:
+            shown = show_pair(services, state, pair.id, progress, keep_selection=True)
+    if shown is None:
+        shown = _first_or_next(services, state, None, progress)
+    return shown._replace(model=_model_dropdown(services, shown.state))
 
 
 def set_options(
@@ -333,11 +389,12 @@ def goto_pair(
 
 
 def select(services: Services, state: LabelState, index: int) -> LabelView:
-    """A click on a candidate (or its number key)."""
+    """A click on a candidate (or its number key): only the selection line changes."""
+    del services  # nothing to read: the candidates are in the state
     if not 0 <= index < len(state.candidates):
-        return view(state, message="There is no such candidate.")
+        return view(state, selection="*There is no such candidate.*")
     state = dataclasses.replace(state, selected=int(index))
-    return view(state, selection=_selection_text(state), candidates=gr.skip())
+    return view(state, selection=selection_text(state))
 
 
 def _after_edit(
@@ -345,23 +402,48 @@ def _after_edit(
     state: LabelState,
     outcome: LabelOutcome,
     advance: bool = False,
-    progress: Any = None,
+    suggestions: bool = False,
 ) -> LabelView:
-    """Show a label change: the pair again with its labels (with ``advance`` the selection moves
-    to the next unlabeled candidate), or only the message when nothing changed."""
+    """Show a label change in place: the pair's labels are read again (one query) and the
+    marks, the list, the selection and the counts redrawn from the state; nothing is ranked or
+    encoded. With ``advance`` the selection moves to the next unlabeled candidate;
+    ``suggestions`` refreshes the caption suggestions (a caption label came or went)."""
+    before = state
     state = dataclasses.replace(state, last_edit=outcome.last_edit)
     if not outcome.saved:
-        return view(state, message=outcome.message)
-    if state.pair_id is None:
         return view(state, undo=_undo_button(state), message=outcome.message)
-    view_ = show_pair(
-        services, state, state.pair_id, progress, outcome.message, keep_selection=True
+    if state.pair_id is None:
+        return view(
+            state,
+            progress=_progress(services, state),
+            undo=_undo_button(state),
+            message=outcome.message,
+        )
+    labels = services.store.labels_for_pair(state.pair_id)
+    candidates = with_labels(state.candidates, labels)
+    selected = _next_selection(candidates, state.selected) if advance else state.selected
+    had_undo = state.last_edit is not None
+    state = dataclasses.replace(state, candidates=candidates, selected=selected)
+    caption_labels = caption_labels_of(labels)
+    fields: dict[str, Any] = {}
+    if had_undo != (before.last_edit is not None):  # the Undo button appears or goes
+        fields["undo"] = _undo_button(state)
+    if suggestions:
+        try:
+            caption = services.store.get_pair(state.pair_id).caption
+            fields["negative_caption"] = _suggestions(open_suggestions(caption, caption_labels))
+        except StoreError:
+            pass
+    return view(
+        state,
+        progress=_progress(services, state),
+        candidates=candidate_gallery(services, candidates),
+        listing=candidates_html(candidates, selected),
+        selection=selection_text(state),
+        caption_labels=caption_labels_text(caption_labels),
+        message=outcome.message,
+        **fields,
     )
-    if advance and not is_skip(view_.candidates):
-        st = view_.state
-        st = dataclasses.replace(st, selected=_next_selection(st.candidates, st.selected))
-        view_ = view_._replace(state=st, selection=_selection_text(st))
-    return view_
 
 
 def _selected_target(state: LabelState) -> LabelTarget | str:
@@ -399,12 +481,15 @@ def clear(services: Services, state: LabelState, profile: Any = None) -> LabelVi
         return view(state, message=warn("Select a candidate first."))
     candidate = state.candidates[state.selected]
     if candidate.label_id is None:
-        return view(state, message="That candidate has no label.")
+        return view(state, message=f"[{state.selected + 1}] has no label to clear.")
     try:
         edit = clear_label(services.store, candidate.label_id)
     except StoreError as exc:
         return view(state, message=warn(str(exc)))
-    outcome = LabelOutcome(edit, f"Saved: {edit.describe()}.", saved=True)
+    removed = edit.previous
+    was = KINDS.get(removed.kind, removed.kind) if removed is not None else "a label"
+    said = edit.describe(services.store, markdown=True, with_kind=False)
+    outcome = LabelOutcome(edit, f"Cleared the label of {said} (it was {was}).", saved=True)
     return _after_edit(services, state, outcome)
 
 
@@ -420,12 +505,13 @@ def add_negative_caption(
     outcome = apply_label(
         services, target, "negative", state.last_edit, author=author, profile=profile
     )
-    return _after_edit(services, state, outcome)
+    return _after_edit(services, state, outcome, suggestions=True)
 
 
 def undo(
     services: Services, state: LabelState, progress: Any = None, profile: Any = None
 ) -> LabelView:
     """Take back the last label change (it may be on an earlier pair)."""
+    del progress  # instant: kept for the signature the other tabs' undo handlers share
     outcome = undo_label(services, state.last_edit, profile=profile)
-    return _after_edit(services, state, outcome, progress=progress)
+    return _after_edit(services, state, outcome, suggestions=True)

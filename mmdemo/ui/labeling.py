@@ -5,6 +5,9 @@ its own view from the outcome.
 
 On a Space a write needs a logged-in visitor (:mod:`mmdemo.ui.identity`); the author recorded is
 the login, else the author given, else ``"local"``. A failure is shown as a toast as well.
+
+Messages are Markdown: they name labels by captions (never image hashes), escaped with
+:func:`mmdemo.text.md`, so a tab shows them as they are and must not escape them again.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from mmdemo.compare import LabelEdit, set_label, undo_edit
 from mmdemo.services import Services
 from mmdemo.store import StoreError
+from mmdemo.text import md
 from mmdemo.ui.common import warn
 from mmdemo.ui.identity import LoginRequired, label_author, require_login
 
@@ -35,7 +39,8 @@ class LabelOutcome:
     last_edit: LabelEdit | None
     """The change the Undo button takes back from now on (unchanged when nothing was done)."""
     message: str
-    """The line for the person; a failure has been shown as a toast too."""
+    """The line for the person, as Markdown (user text in it escaped; show it as it is); a
+    failure has been shown as a toast too."""
     saved: bool = False
     """Whether the labels changed (then the tab redraws what shows them)."""
 
@@ -80,7 +85,8 @@ def apply_label(
         )
     except StoreError as exc:
         return LabelOutcome(last_edit, warn(str(exc)))
-    return LabelOutcome(edit, f"Saved: {edit.describe()} (by {author}).", saved=True)
+    said = edit.describe(services.store, markdown=True)
+    return LabelOutcome(edit, f"Saved: {said} (by {md(author)}).", saved=True)
 
 
 def undo_label(
@@ -98,4 +104,7 @@ def undo_label(
         undo_edit(services.store, last_edit)
     except StoreError as exc:
         return LabelOutcome(None, warn(str(exc)))
-    return LabelOutcome(None, f"Undone: {last_edit.describe()}.", saved=True)
+    said = last_edit.describe(services.store, markdown=True)
+    if last_edit.written is None:  # the edit was a clear: the label is back
+        return LabelOutcome(None, f"Undone: the label is back: {said}.", saved=True)
+    return LabelOutcome(None, f"Undone: {said}.", saved=True)

@@ -4,6 +4,7 @@ callbacks. No component is built here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -24,6 +25,7 @@ from mmdemo.negatives import Candidate, LabelTask, label_candidates
 from mmdemo.retrieval import Hit
 from mmdemo.services import Services
 from mmdemo.store import Pair, StoreError
+from mmdemo.text import html_text, shorten
 
 TABLE_COLUMNS = ["Δ rank", "A", "B", "query", "pair"]
 TABLE_ENDS = 20
@@ -31,6 +33,8 @@ TABLE_ENDS = 20
 regressed."""
 FAILURES = (CompareError, ModelLoadError, StoreError, EvaluationError, ValueError, TypeError)
 """Errors a handler turns into a message for the person (anything else is a bug)."""
+TILE_CAPTION_CHARS = 120
+"""A tile shows the start of a caption (all of it on hover): enough for a glance."""
 
 
 def is_skip(value: Any) -> bool:
@@ -85,11 +89,7 @@ def load_candidates(
         pair.id,
         k=k,
     )
-    gallery = [
-        (str(display_path(store, services.settings, c.image_sha256)), candidate_caption(i, c))
-        for i, c in enumerate(task.candidates)
-    ]
-    return pair, ref, task, gallery
+    return pair, ref, task, candidate_gallery(services, task.candidates)
 
 
 def hit_caption(hit: Hit, label: str | None) -> str:
@@ -105,13 +105,70 @@ def hit_caption(hit: Hit, label: str | None) -> str:
 
 def candidate_caption(index: int, candidate: Candidate) -> str:
     """Key and similarity, marks (⚠ maybe correct, ✗ hard negative, + also correct), then the
-    candidate's own caption (whole on hover)."""
+    candidate's own caption (the start on the tile, more on hover; the list has all of it)."""
+    return f"[{index + 1}] {candidate.score:.3f}{_marks(candidate)} · " + shorten(
+        candidate.caption, TILE_CAPTION_CHARS
+    )
+
+
+def _marks(candidate: Candidate) -> str:
     marks = " ⚠" if candidate.possible_false_negative else ""
     if candidate.label == "negative":
         marks += " ✗"
     elif candidate.label == "also-positive":
         marks += " +"
-    return f"[{index + 1}] {candidate.score:.3f}{marks} · {candidate.caption}"
+    return marks
+
+
+def candidate_gallery(services: Services, candidates: Sequence[Candidate]) -> list[tuple[str, str]]:
+    """Gallery items (thumbnail path, caption with key, score and marks) for candidates."""
+    store, settings = services.store, services.settings
+    return [
+        (str(display_path(store, settings, c.image_sha256)), candidate_caption(i, c))
+        for i, c in enumerate(candidates)
+    ]
+
+
+LABEL_WORDS = {"negative": "✗ hard negative", "also-positive": "+ also correct"}
+
+CANDIDATES_CSS = """
+table.mm-candidates { width: 100%; border-collapse: collapse; font-size: 0.86rem; }
+table.mm-candidates th, table.mm-candidates td {
+  padding: 3px 6px; border-bottom: 1px solid var(--border-color-primary);
+  text-align: left; vertical-align: top; }
+table.mm-candidates td.mm-caption { overflow-wrap: anywhere; }
+table.mm-candidates td.mm-num { white-space: nowrap; font-variant-numeric: tabular-nums; }
+table.mm-candidates tbody tr { cursor: pointer; }
+table.mm-candidates tr.mm-selected td { background: var(--color-accent-soft); }
+"""
+
+
+def candidates_html(candidates: Sequence[Candidate], selected: int | None = None) -> str:
+    """Every candidate in a numbered table: key, full caption, pair, score, ⚠ flag and label;
+    the ``selected`` row (an index) marked ``mm-selected``.
+
+    Nothing is cut, so candidates whose tiles look alike can be told apart. User text goes
+    through :func:`mmdemo.text.html_text`.
+    """
+    if not candidates:
+        return ""
+    rows = []
+    for index, c in enumerate(candidates):
+        flag = "⚠ maybe correct" if c.possible_false_negative else ""
+        chosen = ' class="mm-selected"' if index == selected else ""
+        rows.append(
+            f'<tr data-key="{index + 1}"{chosen}>'
+            f'<td class="mm-num"><b>{index + 1}</b></td>'
+            f'<td class="mm-caption">{html_text(c.caption)}</td>'
+            f'<td class="mm-num">{c.pair_id}</td><td class="mm-num">{c.score:.3f}</td>'
+            f"<td>{flag}</td><td>{LABEL_WORDS.get(c.label or '', '')}</td></tr>"
+        )
+    return (
+        '<table class="mm-candidates"><thead><tr><th>key</th><th>caption</th><th>pair</th>'
+        "<th>score</th><th></th><th>label</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
 
 
 def _fmt(value: float | None) -> str:
