@@ -85,3 +85,24 @@ def partial_view(view_type: type[View], **fields: Any) -> View:
     values = {name: gr.skip() for name in view_type._fields}  # type: ignore[attr-defined]
     values.update(fields)
     return view_type(**values)
+
+
+def without_trigger(
+    fields: tuple[str, ...],
+    components: dict[str, Any],
+    to_outputs: Callable[[Any], tuple],
+    trigger: str,
+) -> tuple[list, Callable[[Any], tuple]]:
+    """The outputs of an event fired by the component named ``trigger``, without it, and an
+    adapter from a view to those outputs: what a person just set is never written back.
+
+    ``fields`` names a view's outputs in order, ``components`` maps them to components, and
+    ``to_outputs(view)`` gives every output's value in that order.
+    """
+    names = [name for name in fields if name != trigger]
+
+    def outputs(view: Any) -> tuple:
+        values = dict(zip(fields, to_outputs(view), strict=True))
+        return tuple(values[name] for name in names)
+
+    return [components[name] for name in names], outputs

@@ -14,7 +14,7 @@ from gradio.context import get_render_context
 
 from mmdemo.services import Services
 from mmdemo.ui import compare_handlers as h
-from mmdemo.ui.common import Shared
+from mmdemo.ui.common import Shared, without_trigger
 from mmdemo.ui.compare_handlers import DEFAULT_K, DIRECTIONS
 from mmdemo.ui.compare_view import CompareState, CompareView
 from mmdemo.ui.results import TABLE_COLUMNS, is_skip
@@ -201,11 +201,22 @@ def build_compare(services: Services, shared: Shared) -> None:
     else:  # built outside a tab (e.g. on its own): compute on page load instead
         shared.demo.load(on_open, open_inputs, outputs, **on_metrics)
 
-    def on_models(st, a, b, k_, image, progress=gr.Progress()) -> tuple:  # noqa: ANN001
-        return as_outputs(h.choose_models(services, st, a, b, k_, image, progress))
+    def models_event(trigger: str) -> tuple[list, Callable[..., tuple]]:
+        """A model picker's outputs without itself, and its handler."""
+        picked_outputs, adapt = without_trigger(
+            CompareView._fields, components, as_outputs, trigger
+        )
 
-    for dropdown in (model_a, model_b):
-        dropdown.input(on_models, [state, model_a, model_b, k, upload], outputs, **on_metrics)
+        def on_models(st, a, b, k_, image, progress=gr.Progress()) -> tuple:  # noqa: ANN001
+            return adapt(h.choose_models(services, st, a, b, k_, image, progress))
+
+        return picked_outputs, on_models
+
+    for name, dropdown in (("model_a", model_a), ("model_b", model_b)):
+        picked_outputs, on_models = models_event(name)
+        dropdown.input(
+            on_models, [state, model_a, model_b, k, upload], picked_outputs, **on_metrics
+        )
     refresh_btn.click(wire(h.refresh_models), [state], outputs, **quiet)
 
     def on_direction(st, label, progress=gr.Progress()) -> tuple:  # noqa: ANN001
@@ -225,10 +236,14 @@ def build_compare(services: Services, shared: Shared) -> None:
     search_btn.click(on_text, [state, query, k], outputs, **on_results)
     query.submit(on_text, [state, query, k], outputs, **on_results)
 
-    def on_caption(st, pair_id, k_, progress=gr.Progress()) -> tuple:  # noqa: ANN001
-        return as_outputs(h.search_caption(services, st, pair_id, k_, progress))
+    caption_outputs, without_captions = without_trigger(
+        CompareView._fields, components, as_outputs, "captions"
+    )
 
-    captions.input(on_caption, [state, captions, k], outputs, **on_results)
+    def on_caption(st, pair_id, k_, progress=gr.Progress()) -> tuple:  # noqa: ANN001
+        return without_captions(h.search_caption(services, st, pair_id, k_, progress))
+
+    captions.input(on_caption, [state, captions, k], caption_outputs, **on_results)
 
     def on_pick(st, k_, evt: gr.SelectData, progress=gr.Progress()) -> tuple:  # noqa: ANN001
         return as_outputs(h.pick_image(services, st, int(evt.index), k_, progress))

@@ -13,7 +13,7 @@ import gradio as gr
 from mmdemo.hub import on_space
 from mmdemo.services import Services
 from mmdemo.store import SPLITS
-from mmdemo.ui.common import Shared, collection_names
+from mmdemo.ui.common import Shared, collection_names, without_trigger
 from mmdemo.ui.curate_handlers import (
     ALL_SPLITS,
     REJECTED_COLUMNS,
@@ -265,15 +265,7 @@ def build_curate(services: Services, shared: Shared) -> None:
     view = [components[name] for name in CurateView._fields]
 
     def view_except(trigger: str) -> tuple[list, Callable[[CurateView], tuple]]:
-        """The outputs of an event that ``trigger`` fires, without ``trigger`` itself: what a
-        person just set is never written back."""
-        names = [name for name in CurateView._fields if name != trigger]
-
-        def outputs(view_: CurateView) -> tuple:
-            values = dict(zip(CurateView._fields, as_outputs(view_), strict=True))
-            return tuple(values[name] for name in names)
-
-        return [components[name] for name in names], outputs
+        return without_trigger(CurateView._fields, components, as_outputs, trigger)
 
     wire_splits_panel(services, splits_panel, state, view, as_outputs)
 
