@@ -14,9 +14,11 @@ The speed comes from two places:
   :func:`past_speed`): it plans the schedule before the first step, and it is what the Finetune
   tab shows before Start (:func:`estimate`);
 - the run itself: after a short probe (:data:`PROBE_STEPS` steps and :func:`probe_seconds`,
-  the first step left out as it carries one-time costs) the plan is fit to the measured speed,
-  longer or shorter; from then on it is only ever shortened, when the run falls behind (a busy
-  machine), so that it still ends inside the budget.
+  the first step left out as it carries one-time costs) the plan is fit to the measured speed
+  (:class:`SpeedMeter`: the slower of the speed so far and over a recent window). From then on
+  it is refit only when its predicted end leaves the band :data:`REFIT_BELOW`–:data:`REFIT_ABOVE`
+  of the budget: shortened when a busy machine makes it fall behind, lengthened again (up to
+  the requested steps) when it is well ahead, so a passing stall costs little.
 
 :class:`Plan` is the mutable schedule that the learning-rate scheduler reads at every step and
 the progress callback refits; :class:`SpeedMeter` measures steps/s. Nothing here imports torch.
@@ -34,7 +36,9 @@ from typing import Any
 FILL = 0.92
 """A budget-decided schedule aims to end at this share of the budget (the rest is slack)."""
 REFIT_ABOVE = 0.98
-"""Refit when the planned steps are predicted to end past this share of the budget."""
+"""Refit when the planned steps are predicted to end past this share of the budget..."""
+REFIT_BELOW = 0.85
+"""...or, for a schedule the budget shortened, before this share."""
 PROBE_STEPS = 5
 """Steps (after the first) the speed is measured over before the plan is fit to it."""
 SCHEDULE_FILE = "schedule.json"
@@ -44,6 +48,12 @@ SCHEDULE_FILE = "schedule.json"
 def probe_seconds(budget_s: float) -> float:
     """How long the in-run probe measures at least: 5% of the budget, within 0.5–5 s."""
     return min(5.0, max(0.5, 0.05 * budget_s))
+
+
+def speed_window(budget_s: float) -> float:
+    """The recent window of :class:`SpeedMeter`: 15% of the budget, within the probe and 60 s
+    (long enough that a stall of a few seconds does not read as the new speed)."""
+    return min(60.0, max(probe_seconds(budget_s), 0.15 * budget_s))
 
 
 @dataclass
@@ -80,7 +90,7 @@ class Plan:
         self.decided_by = "steps"
         if speed is not None and speed.steps_per_s > 0:
             self.speed_from = speed.run
-            self.fit(speed.steps_per_s, 0, 0.0, grow=True)
+            self.fit(speed.steps_per_s, 0, 0.0)
             self.refits = 0  # the plan a run starts with is not a refit
         return self
 
@@ -103,32 +113,31 @@ class Plan:
         """Seconds into training at which the planned steps end, at ``steps_per_s``."""
         return elapsed + (self.total_steps - step) / steps_per_s
 
-    def fit(self, steps_per_s: float, step: int, elapsed: float, grow: bool = False) -> bool:
+    def fit(self, steps_per_s: float, step: int, elapsed: float, grow: bool = True) -> bool:
         """Fit the plan to the speed, ``step`` steps and ``elapsed`` seconds in.
 
-        A plan on course to end inside the budget is left alone. Otherwise it is shortened to
-        the steps that end at :data:`FILL` of the budget (never fewer than done). With ``grow``
-        (the first fit) it may also lengthen, up to the requested steps. Returns whether the
-        plan changed.
+        A plan of all the requested steps is left alone while it is predicted to end before
+        :data:`REFIT_ABOVE` of the budget; a shortened one while it ends between
+        :data:`REFIT_BELOW` and :data:`REFIT_ABOVE` (or earlier, unless ``grow``). Otherwise the
+        plan becomes every requested step if they fit, else the steps that end at :data:`FILL`
+        of the budget (never fewer than done). Returns whether the plan changed.
         """
         if self.budget_s is None or steps_per_s <= 0:
             return False
         self.steps_per_s = steps_per_s
-        limit = REFIT_ABOVE * self.budget_s
+        high, low = REFIT_ABOVE * self.budget_s, REFIT_BELOW * self.budget_s
 
         def ends(total: int) -> float:
             return elapsed + (total - step) / steps_per_s
 
-        shortened = self.total_steps < self.requested_steps
-        if grow and ends(self.requested_steps) <= limit:
+        now = ends(self.total_steps)
+        if now <= high and (self.total_steps >= self.requested_steps or now >= low or not grow):
+            return False  # on course
+        if ends(self.requested_steps) <= high:
             new = self.requested_steps
-        elif ends(self.total_steps) <= limit and not (grow and shortened):
-            return False  # on course to end inside the budget
         else:
             fits = step + math.floor(steps_per_s * max(0.0, FILL * self.budget_s - elapsed))
             new = min(self.requested_steps, max(step, fits))
-            if not grow:
-                new = min(new, self.total_steps)
         new = max(1, new)
         if new == self.total_steps:
             return False

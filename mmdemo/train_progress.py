@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from mmdemo.schedule import PROBE_STEPS, Plan, SpeedMeter, probe_seconds
+from mmdemo.schedule import PROBE_STEPS, Plan, SpeedMeter, probe_seconds, speed_window
 
 REASONS = (None, "time budget", "cancelled")
 """Stop reasons in order of precedence when processes disagree."""
@@ -43,8 +43,10 @@ class ProgressCallback(TrainerCallback):
         self.samples_per_step = samples_per_step
         self.log_event = log_event or (lambda **_: None)
         self.plan = plan
-        self.meter = SpeedMeter(probe_seconds(max_seconds or 0.0))
+        self.meter = SpeedMeter(speed_window(max_seconds or 0.0))
         self.probed = False
+        self.refit_at = 0.0
+        """When the plan was last refit (seconds into training)."""
         self.started: float | None = None
         self.stop_reason: str | None = None
         self.current_lr: float | None = None
@@ -86,21 +88,24 @@ class ProgressCallback(TrainerCallback):
         return elapsed, reason
 
     def _refit(self, state: Any, elapsed: float, optimizer: Any, scheduler: Any) -> None:
-        """Measure the speed; after the probe, fit the plan to it (lengthen or shorten the
-        first time, only shorten after) and move the learning rate onto the new schedule."""
+        """Measure the speed; after the probe, fit the plan to it when it drifts out of the
+        budget's band (:meth:`Plan.fit`) and move the learning rate onto the new schedule."""
         plan = self.plan
         if plan is None or self.max_seconds is None:
             return
         self.meter.add(state.global_step, elapsed)
         steps, seconds = self.meter.measured(state.global_step, elapsed)
-        if not self.probed and (steps < PROBE_STEPS or seconds < self.meter.window_s):
+        if not self.probed and (steps < PROBE_STEPS or seconds < probe_seconds(self.max_seconds)):
             return
         rate = self.meter.rate()
         if rate is None:
             return
-        grow, self.probed = not self.probed, True
+        self.probed = True
+        # Shorten at any step (the budget is at stake), lengthen at most once per probe time.
+        grow = elapsed - self.refit_at >= probe_seconds(self.max_seconds)
         if not plan.fit(rate, state.global_step, elapsed, grow=grow):
             return
+        self.refit_at = elapsed
         state.max_steps = plan.total_steps
         scheduler = getattr(scheduler, "scheduler", scheduler)  # unwrap an accelerate wrapper
         if optimizer is not None and hasattr(scheduler, "base_lrs"):

@@ -19,6 +19,7 @@ from mmdemo.schedule import (
     probe_seconds,
     read_schedule,
     speed_key,
+    speed_window,
     write_schedule,
 )
 from mmdemo.training import TrainConfig
@@ -40,33 +41,37 @@ def test_the_learning_rate_follows_transformers_linear_schedule():
 def test_a_plan_that_fits_is_left_alone():
     plan = Plan(budget_s=100.0, warmup_ratio=0.1).start(1000)
     # 1,000 steps at 20 steps/s end at 50 s: the steps decide, whatever the measurement says.
-    assert not plan.fit(20.0, 100, 5.0, grow=True)
+    assert not plan.fit(20.0, 100, 5.0)
     assert not plan.fit(12.0, 500, 30.0)
     assert (plan.total_steps, plan.decided_by, plan.refits) == (1000, "steps", 0)
-    assert not Plan(budget_s=None).start(5).fit(0.001, 1, 1.0, grow=True)  # no budget
+    assert not Plan(budget_s=None).start(5).fit(0.001, 1, 1.0)  # no budget
 
 
 def test_a_plan_that_does_not_fit_is_shortened_to_end_inside_the_budget():
     plan = Plan(budget_s=100.0, warmup_ratio=0.1).start(4720)
-    assert plan.fit(10.0, 50, 5.0, grow=True)  # 4,720 steps would take ~470 s
+    assert plan.fit(10.0, 50, 5.0)  # 4,720 steps would take ~470 s
     expected = 50 + math.floor(10.0 * (FILL * 100.0 - 5.0))
     assert plan.total_steps == expected == 920 and plan.decided_by == "budget"
     assert plan.predicted_end(10.0, 50, 5.0) == pytest.approx(FILL * 100.0)
     assert plan.warmup_steps == math.ceil(920 * 0.1) and plan.lr_factor(920) == 0.0
     assert not plan.fit(10.0, 400, 40.0)  # on course: left alone
-    # The machine got slower: only ever shortened, never below the steps done.
+    assert not plan.fit(11.0, 400, 40.0)  # a little faster or slower: still inside the band
+    # The machine got slower: shortened, so that the plan still ends inside the budget.
     assert plan.fit(5.0, 600, 80.0)
     assert plan.total_steps == 600 + math.floor(5.0 * (FILL * 100.0 - 80.0)) == 660
+    # The stall passed and the run is well ahead (would end at 66 s): lengthened again.
+    assert plan.fit(10.0, 600, 60.0)
+    assert plan.total_steps == 600 + math.floor(10.0 * (FILL * 100.0 - 60.0)) == 920
     assert plan.fit(1.0, 650, 97.0) and plan.total_steps == 650  # out of time: ends now
-    assert not plan.fit(100.0, 650, 97.0)  # faster again later: no growing back
-    assert plan.refits == 3
+    assert not plan.fit(100.0, 650, 97.0)  # ends at 97 s: inside the band
+    assert plan.refits == 4
 
 
-def test_the_first_fit_may_lengthen_a_plan_made_from_a_slower_past_run():
+def test_a_plan_made_from_a_slower_past_run_is_lengthened_when_this_run_is_faster():
     plan = Plan(budget_s=60.0).start(3000, Speed(10.0, "earlier"))
     assert plan.decided_by == "budget" and plan.total_steps == math.floor(10.0 * (FILL * 60.0))
     assert plan.speed_from == "earlier" and plan.refits == 0 and plan.steps_per_s == 10.0
-    assert plan.fit(100.0, 20, 2.0, grow=True)  # this machine is much faster: all steps fit
+    assert plan.fit(100.0, 20, 2.0)  # this machine is much faster: all steps fit
     assert plan.total_steps == 3000 and plan.decided_by == "steps"
     faster_past = Plan(budget_s=60.0).start(3000, Speed(100.0, "fast"))
     assert faster_past.total_steps == 3000 and faster_past.decided_by == "steps"
@@ -85,6 +90,8 @@ def test_the_speed_meter_leaves_out_the_first_step_and_notices_a_slowdown():
     assert meter.rate() < meter.overall()
     assert meter.rate() == pytest.approx(1.0, rel=0.6)
     assert probe_seconds(120.0) == 5.0 and probe_seconds(6.0) == 0.5
+    assert speed_window(120.0) == pytest.approx(18.0) and speed_window(1e4) == 60.0
+    assert speed_window(6.0) == pytest.approx(0.9) and speed_window(1.0) == 0.5
 
 
 def test_past_runs_give_their_speed_to_the_next_run_of_the_same_kind(settings, store):
@@ -110,3 +117,11 @@ def test_past_runs_give_their_speed_to_the_next_run_of_the_same_kind(settings, s
     assert read_schedule(settings.runs_dir / "new") is None
     assert past_speed(store, key) == Speed(20.0, "old")  # an unreadable file is skipped
     assert json.loads((settings.runs_dir / "old" / SCHEDULE_FILE).read_text())["loss"] == "mnrl"
+
+
+def test_a_plan_ahead_of_the_budget_waits_when_told_not_to_grow():
+    plan = Plan(budget_s=100.0).start(4720, Speed(10.0, None))
+    assert plan.total_steps == 920
+    assert not plan.fit(20.0, 100, 5.0, grow=False)  # ahead, but a refit was just made
+    assert plan.fit(20.0, 100, 5.0) and plan.total_steps == 100 + math.floor(20.0 * 87.0)
+    assert plan.fit(5.0, 300, 20.0, grow=False)  # behind: shortened whatever ``grow`` says
