@@ -26,8 +26,10 @@ class Shared:
     collection: gr.BrowserState
     """Name of the collection this browser works on (``None`` when there is none).
 
-    The Curate tab sets it; other tabs read it as an input or react to ``.change``. It lives in
-    the browser's localStorage, so a reload reopens the same collection.
+    Only a person's choice of collection writes it (Curate's picker, create, rename, delete;
+    the Finetune picker). Nothing listens to its changes: tabs read it as an input when they are
+    shown or the page loads. It lives in the browser's localStorage, so a reload reopens the
+    same collection.
     """
     timer: gr.Timer
     """The one polling timer (top level, so it mounts even while its tab is hidden)."""
