@@ -133,7 +133,7 @@ def assert_quiet(page, demo, seconds: float = 10.0) -> None:  # noqa: ANN001
     """No loading indicator, and nothing but the timer's ticks over ``seconds``."""
     from playwright.sync_api import expect
 
-    expect(page.locator(".wrap.default.full, .eta-bar")).to_have_count(0, timeout=WAIT_MS)
+    expect(page.locator(".pending, .eta-bar")).to_have_count(0, timeout=WAIT_MS)
     sent = requests_while_idle(page, seconds)
     ticks = timer_fn_indices(demo)
     others = {fn: n for fn, n in sent.items() if fn not in ticks}
@@ -144,6 +144,12 @@ def assert_quiet(page, demo, seconds: float = 10.0) -> None:  # noqa: ANN001
 
 def open_tab(page, label: str) -> None:  # noqa: ANN001
     page.get_by_role("tab", name=label, exact=True).click()
+
+
+def press(page, key: str) -> None:  # noqa: ANN001
+    """A key press with no text field focused (the Label tab's shortcuts)."""
+    page.locator("#mm-label-keys").click()
+    page.keyboard.press(key)
 
 
 @pytest.mark.browser
@@ -229,3 +235,86 @@ def test_newcomer_journey(live_app, page, screenshot, tmp_path):
     assert_quiet(other, live_app.demo, seconds=6)
     other.close()
     screenshot("journey-3-quiet")
+
+    # Label by keys: the collection is the one picked in Curate; candidates read in full.
+    open_tab(page, "Label")
+    expect(page.locator("#mm-label-progress")).to_contain_text(
+        f"pairs labeled in “{HOSTILE_NAME}”", timeout=WAIT_MS
+    )
+    rows = page.locator("#mm-label-list tbody tr")
+    expect(rows).to_have_count(8, timeout=WAIT_MS)
+    press(page, "3")
+    expect(page.locator("#mm-label-selection")).to_contain_text("Selected [3]", timeout=WAIT_MS)
+    press(page, "n")
+    message = page.locator("#mm-label-message")
+    expect(message).to_contain_text("Saved: hard negative: “", timeout=WAIT_MS)
+    press(page, "c")
+    expect(message).to_contain_text("Saved: also correct: “", timeout=WAIT_MS)
+    press(page, "u")
+    expect(message).not_to_contain_text("Saved: also correct", timeout=WAIT_MS)
+    press(page, "s")
+    expect(page.locator("#mm-label-selection")).to_contain_text("Selected [1]", timeout=WAIT_MS)
+    labels = store.labels_for_collection(collection.id)
+    assert [label.kind for label in labels] == ["negative"]
+    assert not page.evaluate(INJECTED)
+    screenshot("journey-4-labeled")
+
+    # Finetune with the defaults: it plans for the budget and finishes every planned step.
+    open_tab(page, "Finetune")
+    expect(page.locator("#mm-ft-collection input")).to_have_value(HOSTILE_NAME, timeout=WAIT_MS)
+    train = store.count_pairs(collection.id, split="train")
+    expect(page.locator("#mm-ft-summary")).to_contain_text(f"{train} train pairs")
+    start = page.locator("#mm-ft-start")
+    start.click()
+    expect(start).to_be_disabled(timeout=WAIT_MS)
+    status = page.locator("#mm-ft-status")
+    expect(status).to_contain_text("Finished", timeout=300_000)
+    expect(start).to_be_enabled(timeout=WAIT_MS)
+    [run] = store.list_runs(collection.id)
+    assert run.status == "finished"
+    schedule = json.loads((live_app.settings.runs_dir / run.name / "schedule.json").read_text())
+    assert schedule, "the run records the schedule it planned"
+    screenshot("journey-5-finetuned")
+
+    # Compare base and the run on a query typed by the person.
+    open_tab(page, "Compare")
+    expect(page.locator("#mm-compare-metrics")).to_contain_text("t→i A", timeout=120_000)
+    page.locator("#mm-query textarea").fill(HOSTILE_CAPTION)
+    page.locator("#mm-search").click()
+    expect(page.locator("#mm-results-b .thumbnail-item").first).to_be_visible(timeout=WAIT_MS)
+    assert not page.evaluate(INJECTED)
+    screenshot("journey-6-compared")
+
+    # Publish: a dry run of the run and the collection, nothing sent.
+    open_tab(page, "Publish")
+    expect(page.locator("#mm-pub-collection input")).to_have_value(HOSTILE_NAME, timeout=WAIT_MS)
+    page.locator("#mm-pub-model-repo textarea").fill("newcomer/icons-clip")
+    page.locator("#mm-pub-dataset-repo textarea").fill("newcomer/icons")
+    expect(page.locator("#mm-pub-check")).to_contain_text("Ready: run", timeout=WAIT_MS)
+    page.locator("#mm-pub-dry").click()
+    expect(page.locator("#mm-pub-status")).to_contain_text("Dry run ready", timeout=120_000)
+    expect(page.locator("#mm-pub-check")).not_to_contain_text("Nothing to publish")
+    assert not page.evaluate(INJECTED)
+    screenshot("journey-7-published")
+
+    # The collection deleted in another tab, then a reload here: quiet, on the default one.
+    other = page.context.new_page()
+    other.goto(live_app.url)
+    expect(other.locator("#mm-picker input")).to_have_value(HOSTILE_NAME, timeout=WAIT_MS)
+    other.locator("#mm-manage").get_by_text("Manage collections", exact=True).click()
+    other.get_by_role("button", name="Delete current…").click()
+    other.get_by_role("button", name=re.compile("^Really delete")).click()
+    expect(other.locator("#mm-picker input")).to_have_value("demo-shapes", timeout=WAIT_MS)
+    other.close()
+    open_tab(page, "Label")  # still showing the deleted collection: it moves on quietly
+    expect(page.locator("#mm-label-progress")).to_contain_text("demo-shapes", timeout=WAIT_MS)
+    page.reload()
+    expect(page.locator("#mm-picker input")).to_have_value("demo-shapes", timeout=WAIT_MS)
+    assert_quiet(page, live_app.demo, seconds=6)
+
+    # A stale or unreadable remembered value ends quiet on the default collection too.
+    page.evaluate("localStorage.setItem('mmdemo-collection', 'not:encrypted')")
+    page.reload()
+    expect(page.locator("#mm-picker input")).to_have_value("demo-shapes", timeout=WAIT_MS)
+    assert_quiet(page, live_app.demo, seconds=6)
+    screenshot("journey-8-after-delete")
