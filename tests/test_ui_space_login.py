@@ -326,9 +326,10 @@ WRITERS = {
     "on_confirm_delete": 1,
     "on_save": 1,
     "on_split": 1,
+    "on_leave_caption": 1,  # leaving the caption box saves it
     "on_delete_pair": 1,
     "on_import": 1,
-    "on_undo": 3,  # Curate, Label, Compare
+    "on_undo": 5,  # Curate, Label, Compare, and the Splits panel's undo of a split and of a move
     # Label and Compare
     "on_negative": 2,
     "on_also": 2,
