@@ -81,8 +81,11 @@ SHAPES = ("circle", "square", "triangle")
 # the state the press must lead to; t0 is the keydown, t1 the first mutation that shows it.
 ARM_JS = """
 ([action, key]) => {
-  const text = (id) =>
-    (document.querySelector(`${id} [data-testid="markdown"]`)?.innerText || "").trim();
+  const text = (id) => {
+    const element = document.querySelector(id);
+    const inner = element && element.querySelector('[data-testid="markdown"], p.mm-sel');
+    return ((inner || element)?.innerText || "").trim();
+  };
   const busy = () => document.querySelector(
     '#mm-label .pending, #mm-label [data-testid="status-tracker"]:not(.hide)') !== null;
   const before = {

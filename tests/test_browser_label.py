@@ -49,9 +49,15 @@ def test_hostile_text_stays_text_and_candidates_read_in_full(live_app, page, scr
     assert page.locator('img[src="x"]').count() == 0
     expect(rows.nth(0)).to_have_class(re.compile("mm-selected"))
 
+    selection = page.locator("#mm-label-selection")
+    expect(selection).to_contain_text("Selected [1]", timeout=WAIT_MS)
+    drawn_by_server = selection.inner_text()
     page.locator("body").click(position={"x": 5, "y": 5})  # no text field has the focus
     page.keyboard.press("2")
-    selection = page.locator("#mm-label-selection")
+    expect(selection).to_contain_text("Selected [2]", timeout=WAIT_MS)
+    page.keyboard.press("1")  # the page draws the line itself, as the server does
+    expect(selection).to_have_text(drawn_by_server, timeout=WAIT_MS)
+    page.keyboard.press("2")
     expect(selection).to_contain_text("Selected [2]", timeout=WAIT_MS)
     expect(rows.nth(1)).to_have_class(re.compile("mm-selected"))
     second_caption = rows.nth(1).locator("td").nth(1).inner_text()
@@ -76,6 +82,28 @@ def test_hostile_text_stays_text_and_candidates_read_in_full(live_app, page, scr
     expect(rows.nth(1)).not_to_contain_text("hard negative")
     expect(page.locator("#mm-label .pending")).to_have_count(0, timeout=WAIT_MS)
     screenshot("label-hostile-text")
+
+    # The tiles' marks follow the labels (put there by the page) across pairs and undo.
+    tiles = page.locator("#mm-label-candidates .caption-label")
+    page.keyboard.press("2")
+    page.keyboard.press("c")
+    expect(tiles.nth(1)).to_contain_text("+ ·", timeout=WAIT_MS)
+    heading_text = heading.inner_text()
+    page.keyboard.press("s")
+    expect(heading).not_to_have_text(heading_text, timeout=WAIT_MS)
+    expect(tiles.nth(1)).not_to_contain_text("+ ·")
+    page.keyboard.press("ArrowLeft")
+    expect(heading).to_have_text(heading_text, timeout=WAIT_MS)
+    expect(tiles.nth(1)).to_contain_text("+ ·", timeout=WAIT_MS)
+    page.keyboard.press("u")
+    expect(message).to_contain_text("Undone", timeout=WAIT_MS)
+    expect(tiles.nth(1)).not_to_contain_text("+ ·")
+    page.keyboard.press("s")
+    expect(heading).not_to_have_text(heading_text, timeout=WAIT_MS)
+    page.keyboard.press("ArrowLeft")
+    expect(heading).to_have_text(heading_text, timeout=WAIT_MS)
+    expect(tiles.nth(1)).not_to_contain_text("+ ·")
+    expect(rows.nth(1)).not_to_contain_text("also correct")
 
     assert page.locator('img[src="x"]').count() == 0
     assert dialogs == []

@@ -3,6 +3,8 @@ candidates, marking with authors, undo, walking through pairs, and the keyboard 
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 import pytest
 
@@ -13,8 +15,8 @@ from mmdemo.settings import Settings
 from mmdemo.text import html_text
 from mmdemo.ui import label_handlers as h
 from mmdemo.ui.app import build_app
-from mmdemo.ui.label import KEYS, as_outputs, keys_js
-from mmdemo.ui.results import is_skip
+from mmdemo.ui.label import KEYS, PICK_JS, as_outputs, keys_js
+from mmdemo.ui.results import candidates_html, is_skip
 from tests.conftest import make_image_bytes, plain
 
 
@@ -51,6 +53,11 @@ def opened(services: Services, progress=None) -> h.LabelView:  # noqa: ANN001
     return h.open_tab(services, state, DEMO_COLLECTION, progress)
 
 
+def tile_captions(view: h.LabelView) -> list[str]:
+    """The tiles' captions as the list's rows carry them (the page puts them on the tiles)."""
+    return [html.unescape(part.split('"')[0]) for part in view.listing.split('data-tile="')[1:]]
+
+
 def test_opening_shows_the_first_pair_with_its_candidates(services):
     calls: list = []
     view = opened(services, lambda value, desc=None, **kw: calls.append((value, desc)))
@@ -64,6 +71,7 @@ def test_opening_shows_the_first_pair_with_its_candidates(services):
     assert f"“{first.caption}”" in view.pair and "its own image ranks" in view.pair
     assert view.positive.endswith(".png")
     assert view.candidates[0][1].startswith("[1] ")
+    assert tile_captions(view) == [caption for _, caption in view.candidates]
     flagged = [c.possible_false_negative for c in st.candidates]
     assert [" ⚠ " in caption for _, caption in view.candidates] == flagged
     assert st.selected == 0 and "Selected [1]" in view.selection
@@ -77,7 +85,7 @@ def test_mark_moves_on_and_undo_takes_it_back(services):
     st = view.state
     pair_id = st.pair_id
     view = h.select(services, st, 2)
-    assert view.state.selected == 2 and "Selected [3]" in view.selection
+    assert view.state.selected == 2 and "Selected [3]" in h.selection_html(view.state)
     target = view.state.candidates[2]
 
     view = h.mark(services, view.state, "negative", "dora")
@@ -86,14 +94,15 @@ def test_mark_moves_on_and_undo_takes_it_back(services):
         ("negative", target.image_sha256, "dora")
     ]
     assert view.state.candidates[2].label == "negative"
-    assert " ✗ · " in view.candidates[2][1]
+    assert is_skip(view.candidates)  # the tiles get their marks from the list's rows
+    assert " ✗ · " in tile_captions(view)[2]
     assert view.state.selected == 3  # the next unlabeled candidate
     assert view.progress.startswith(f"**1 of {train_total(services)}**")
     assert view.undo["visible"] is True
 
     view = h.mark(services, view.state, "also-positive", "dora")
     assert view.state.candidates[3].label == "also-positive"
-    assert " + · " in view.candidates[3][1]
+    assert " + · " in tile_captions(view)[3]
     view = h.undo(services, view.state)
     assert [lab.kind for lab in services.store.labels_for_pair(pair_id)] == ["negative"]
     assert view.state.candidates[3].label is None and "Undone" in view.message
@@ -239,7 +248,8 @@ def test_user_text_is_text_in_every_line(services):
     assert "<img" not in view.listing and html_text(f"{HOSTILE} twin") in view.listing
     twin = next(i for i, c in enumerate(view.state.candidates) if c.caption == f"{HOSTILE} twin")
     view = h.select(services, view.state, twin)
-    assert "<img" not in view.selection and f"“{HOSTILE} twin”" in plain(view.selection)
+    line = h.selection_html(view.state)
+    assert "<img" not in line and f"“{HOSTILE} twin”" in html.unescape(line)
 
     view = h.mark(services, view.state, "negative", "<b>eve</b>")
     twin_pair = view.state.candidates[twin].pair_id
@@ -287,7 +297,8 @@ def test_the_list_shows_every_candidate_in_full(services):
     st = view.state
     listing = view.listing
     assert listing.count("<tr data-key=") == len(st.candidates) == h.DEFAULT_K
-    assert listing.count("mm-selected") == 1 and '<tr data-key="1" class="mm-selected">' in listing
+    assert listing.count("mm-selected") == 1
+    assert 'class="mm-selected"' in listing.split('data-key="1"')[1].split("</tr>")[0]
     for number, c in enumerate(st.candidates, start=1):
         row = listing.split(f'<tr data-key="{number}"')[1].split("</tr>")[0]
         assert f"<b>{number}</b>" in row and html_text(c.caption) in row
@@ -299,7 +310,9 @@ def test_the_list_shows_every_candidate_in_full(services):
     assert "✗ hard negative" in rows[1] and "+ also correct" in rows[2]
     assert "mm-selected" in rows[3]  # the selection moved on to the next unlabeled one
     assert "hard negative" not in rows[0] and "also correct" not in rows[3]
-    assert "labeled **also correct**" in h.select(services, view.state, 2).selection
+    assert "labeled <b>also correct</b>" in h.selection_html(
+        h.select(services, view.state, 2).state
+    )
 
 
 def fields_set(view: h.LabelView) -> set[str]:
@@ -318,7 +331,7 @@ def test_quick_actions_change_only_their_outputs_and_rank_nothing(services, monk
     view = opened(services)
     assert len(calls) == 1
     selected = h.select(services, view.state, 4)
-    assert fields_set(selected) <= set(h.SELECT_OUTPUTS) and "selection" in fields_set(selected)
+    assert fields_set(selected) == set(h.SELECT_OUTPUTS) == {"state"}  # the page shows it
     label_views = [h.mark(services, selected.state, "negative", "ann")]
     label_views.append(h.mark(services, label_views[-1].state, "also-positive", "ann"))
     label_views.append(h.undo(services, label_views[-1].state))
@@ -327,7 +340,7 @@ def test_quick_actions_change_only_their_outputs_and_rank_nothing(services, monk
     label_views.append(h.add_negative_caption(services, label_views[-1].state, "a swap", "ann"))
     for label_view in label_views:
         assert fields_set(label_view) <= set(h.LABEL_OUTPUTS)
-        assert {"candidates", "listing", "progress", "message"} <= fields_set(label_view)
+        assert {"listing", "progress", "message"} <= fields_set(label_view)
     assert len(calls) == 1  # no label re-ranked the pair
     assert [c.label for c in label_views[-1].state.candidates][4:6] == ["negative", None]
     assert label_views[-1].state.candidates[4].label_id is not None
@@ -366,10 +379,67 @@ def test_the_tab_wires_no_collection_change_and_quick_events(services):
     assert label_fns and not [
         f for f in label_fns for target, event in f.targets if target in browser_states
     ]
+    # A selection sends nothing: no event listens to the candidates gallery.
+    gallery = next(b for b in demo_app.blocks.values() if b.elem_id == "mm-label-candidates")
+    assert not [f for f in demo_app.fns.values() for t, _ in f.targets if t == gallery._id]
     by_name = {f.fn.__qualname__.rsplit(".", 1)[-1]: f for f in label_fns}
-    select_fn = by_name["on_select"]
-    assert len(select_fn.outputs) == len(h.SELECT_OUTPUTS) and select_fn.show_progress == "hidden"
     for name in ("on_negative", "on_also", "on_clear", "on_undo"):
         assert len(by_name[name].outputs) == len(h.LABEL_OUTPUTS)
         assert by_name[name].show_progress == "hidden" and by_name[name].trigger_mode == "multiple"
+    for name in ("on_negative", "on_also", "on_clear"):  # the page's selection goes with them
+        assert by_name[name].js == PICK_JS and len(by_name[name].inputs) == 3
     assert all(f.concurrency_id == "label" for f in label_fns if f.queue)
+
+
+def test_a_label_goes_to_what_the_page_showed(services):
+    view = opened(services)
+    st = view.state
+    assert st.selected == 0
+    # The page showed [3] selected (the server had not heard of it): [3] is labeled.
+    view = h.mark(services, st, "negative", "ann", picked=2, shown=st.pair_id)
+    [label] = services.store.labels_for_pair(st.pair_id)
+    assert label.negative_sha256 == st.candidates[2].image_sha256
+    assert view.state.selected == 3
+    view = h.clear(services, view.state, picked=2, shown=st.pair_id)
+    assert services.store.labels_for_pair(st.pair_id) == []
+    assert "Cleared the label of" in view.message
+    # A key pressed while the next pair was on its way labels nothing.
+    later = h.next_pair(services, view.state).state
+    refused = h.mark(services, later, "negative", "ann", picked=1, shown=st.pair_id)
+    assert "pair changed" in refused.message and fields_set(refused) == {"state", "message"}
+    assert services.store.labels_for_pair(later.pair_id) == []
+    assert "pair changed" in h.clear(services, later, picked=1, shown=st.pair_id).message
+
+
+def test_dropdown_and_undo_updates_go_out_only_when_they_change(services):
+    view = opened(services)
+    assert view.negative_caption["__type__"] == "update" and view.undo["visible"] is False
+    first = h.mark(services, view.state, "negative", "ann")
+    assert first.undo["visible"] is True and is_skip(first.negative_caption)
+    second = h.mark(services, first.state, "negative", "ann")
+    assert is_skip(second.undo)  # still visible: nothing to send
+    undone = h.undo(services, second.state)
+    assert is_skip(undone.negative_caption)  # an image label: the suggestions stay
+    # Another demo pair has other suggestions; a pair whose are the same gets a plain value.
+    moved = h.next_pair(services, undone.state)
+    assert moved.negative_caption["choices"] == list(moved.state.suggested)
+    assert is_skip(moved.undo)
+    same = h.show_pair(services, moved.state, moved.state.pair_id)
+    assert same.negative_caption == moved.state.suggested[0]
+
+
+def test_the_list_rows_carry_what_the_page_needs_to_show_a_selection(services):
+    view = opened(services)
+    st = h.select(services, view.state, 2).state
+    listing = candidates_html(st.candidates, st.selected, st.pair_id, st.renders)
+    c = st.candidates[2]
+    assert f'data-pair="{st.pair_id}" data-v="{st.renders}"' in listing  # the table
+    row = listing.split('data-key="3"')[1].split(">")[0]
+    assert f'data-pair="{c.pair_id}"' in row and ('data-flag="1"' in row) == (
+        c.possible_false_negative
+    )
+    assert 'class="mm-selected"' in row
+    # Every drawing differs from the one before, so the page redraws even an unchanged line.
+    again = h.mark(services, st, "negative", "ann")
+    assert again.state.renders == st.renders + 1 and again.selection != h.selection_html(st)
+    assert f'data-v="{again.state.renders}"' in again.selection

@@ -9,8 +9,11 @@ wiring live here; the handlers live in :mod:`mmdemo.ui.label_handlers`.
 
 State flows one way: the tab reads the browser's current collection (``shared.collection``) as
 an input when it is shown and never writes it. Each event sends only the outputs its action
-changes (:data:`~mmdemo.ui.label_handlers.SELECT_OUTPUTS`, ``LABEL_OUTPUTS``, ``PAIR_OUTPUTS``),
-quick ones with no progress indicator, all in one queue so they run in the order they came.
+changes (:data:`~mmdemo.ui.label_handlers.LABEL_OUTPUTS`, ``PAIR_OUTPUTS``), as plain values
+rather than component updates, quick ones with no progress indicator, all in one queue so they
+run in the order they came. A selection is the page's alone: the script shows it at once (the
+list's row, the selection line, the gallery's highlight) and sends it with the next label
+(:data:`PICK_JS`), together with the pair it showed, so a label goes to what the person saw.
 """
 
 from __future__ import annotations
@@ -24,8 +27,15 @@ from gradio.context import get_render_context
 from mmdemo.services import Services
 from mmdemo.ui import label_handlers as h
 from mmdemo.ui.common import Shared
-from mmdemo.ui.label_handlers import DEFAULT_K, MAX_K, SPLIT_CHOICES, LabelState, LabelView
-from mmdemo.ui.results import CANDIDATES_CSS, is_skip
+from mmdemo.ui.label_handlers import (
+    DEFAULT_K,
+    LINE_CHARS,
+    MAX_K,
+    SPLIT_CHOICES,
+    LabelState,
+    LabelView,
+)
+from mmdemo.ui.results import CANDIDATES_CSS
 
 KEYS = {
     "n": "mm-label-negative",
@@ -41,25 +51,60 @@ KEYS_JS = """
 () => {
   if (window.__mmLabelKeys) return;
   window.__mmLabelKeys = true;
-  const buttons = %s;
   const tiles = () => [...document.querySelectorAll("#mm-label-candidates .thumbnail-item")];
-  // The list's row of the selected candidate is marked at once, in the page; the server marks
-  // it too whenever it redraws the list.
-  const markRow = (index) => {
+  // A selection shows at once, in the page: the gallery highlights the tile, this marks the
+  // list's row and writes the selection line from the row, as selection_html() does on the
+  // server, which records the selection and draws both again whenever they change there.
+  const bold = (text) => { const b = document.createElement("b"); b.textContent = text; return b; };
+  const showSelected = (index) => {
     const list = document.getElementById("mm-label-list");
     if (!list) return;
     list.querySelectorAll("tr.mm-selected").forEach((row) => row.classList.remove("mm-selected"));
     const row = list.querySelector(`tr[data-key="${index + 1}"]`);
-    if (row) row.classList.add("mm-selected");
+    const line = document.querySelector("#mm-label-selection p.mm-sel");
+    if (!row) return;
+    row.classList.add("mm-selected");
+    if (!line) return;
+    let caption = row.querySelector("td.mm-caption").textContent;
+    if (caption.length > %d) caption = caption.slice(0, %d).trimEnd() + "…";
+    const parts = [bold(`Selected [${row.dataset.key}]:`)];
+    parts.push(` pair ${row.dataset.pair}, “${caption}”`);
+    if (row.dataset.flag) parts.push(" — ⚠ scored almost as high as the positive: maybe correct");
+    if (row.dataset.label) parts.push(" · labeled ", bold(row.dataset.label));
+    line.replaceChildren(...parts);
   };
+  // When the server draws the list (a new pair, a label), the tiles follow it: each tile's
+  // caption becomes its row's (a label's mark, without the gallery sent again; only the text
+  // of the caption's own text node changes, so the gallery keeps drawing it), and the
+  // highlight moves to the row it marks (a click on that tile, which only the page sees).
+  let drawn = null;
+  new MutationObserver(() => {
+    const table = document.querySelector("#mm-label-list table.mm-candidates");
+    const key = table ? `${table.dataset.v}:${tiles().length}` : null;
+    if (!table || key === drawn) return;
+    const items = tiles();
+    table.querySelectorAll("tbody tr[data-key]").forEach((row) => {
+      const label = items[Number(row.dataset.key) - 1]?.querySelector(".caption-label");
+      const text = label && label.childNodes.length === 1 ? label.firstChild : null;
+      if (text && text.nodeType === Node.TEXT_NODE && text.data !== row.dataset.tile) {
+        text.data = row.dataset.tile;
+      }
+    });
+    const row = table.querySelector("tr.mm-selected");
+    const tile = row ? items[Number(row.dataset.key) - 1] : null;
+    if (!tile) return;
+    drawn = key;
+    if (!tile.classList.contains("selected")) tile.click();
+  }).observe(document.body, {childList: true, subtree: true});
   document.addEventListener("click", (event) => {
     const target = event.target instanceof Element ? event.target : null;
     const tile = target && target.closest("#mm-label-candidates .thumbnail-item");
-    if (tile) { markRow(tiles().indexOf(tile)); return; }
+    if (tile) { showSelected(tiles().indexOf(tile)); return; }
     const row = target && target.closest("#mm-label-list tr[data-key]");
     const item = row ? tiles()[Number(row.dataset.key) - 1] : null;
     if (item) item.click();  // a click on a row of the list selects its candidate
   }, true);
+  const buttons = %s;
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
     const target = event.target;
@@ -83,21 +128,34 @@ KEYS_JS = """
 """
 
 
+PICK_JS = """
+(...values) => {
+  const table = document.querySelector("#mm-label-list table.mm-candidates");
+  const row = table ? table.querySelector("tr.mm-selected") : null;
+  values[values.length - 2] = row ? Number(row.dataset.key) - 1 : null;
+  values[values.length - 1] = table ? Number(table.dataset.pair) : null;
+  return values;
+}
+"""
+"""Run in the page before a label is sent: the candidate it shows selected and the pair it
+shows go with the label (into the two hidden inputs at the end), so a label goes to what the
+person saw, even when keys come faster than the answers."""
+
+
 def keys_js() -> str:
     """The script that binds the keyboard shortcuts (run once per page load)."""
     import json
 
-    return KEYS_JS % json.dumps(KEYS)
+    return KEYS_JS % (LINE_CHARS, LINE_CHARS - 1, json.dumps(KEYS))
 
 
 def as_outputs(view: LabelView, fields: tuple[str, ...] = LabelView._fields) -> tuple:
-    """The values of ``fields`` (an event's outputs, in order); the candidates gallery goes out
-    with its highlighted item."""
+    """The values of ``fields`` (an event's outputs, in order).
+
+    Values go out plain, never as component updates where it can be helped (Gradio rebuilds a
+    component for each update, ~20 ms for the gallery): the page script moves the gallery's
+    highlight to the candidate the list marks."""
     values = view._asdict()
-    if not is_skip(values["candidates"]):
-        values["candidates"] = gr.Gallery(
-            value=values["candidates"], selected_index=view.state.selected
-        )
     return tuple(values[name] for name in fields)
 
 
@@ -146,7 +204,7 @@ def build_label(services: Services, shared: Shared) -> None:
                     elem_id="mm-label-candidates",
                     elem_classes=["mm-results"],
                 )
-                selection = gr.Markdown(elem_id="mm-label-selection")
+                selection = gr.HTML(elem_id="mm-label-selection", js_on_load=None, padding=False)
                 message = gr.Markdown(elem_id="mm-label-message")
                 with gr.Row(equal_height=True):
                     negative_btn = gr.Button(
@@ -180,6 +238,8 @@ def build_label(services: Services, shared: Shared) -> None:
             elem_id="mm-label-keys",
         )
 
+    picked = gr.Number(visible=False)
+    shown = gr.Number(visible=False)
     components = {
         "state": state,
         "model": model,
@@ -244,26 +304,23 @@ def build_label(services: Services, shared: Shared) -> None:
     for trigger in (goto_btn.click, goto.submit):
         trigger(wired(pair_fields, h.goto_pair), [state, goto], outputs_of(pair_fields), **quick)
 
-    def on_select(st: LabelState, evt: gr.SelectData) -> tuple:
-        return as_outputs(h.select(services, st, int(evt.index)), h.SELECT_OUTPUTS)
-
-    # "always_last": a second number pressed while the first is on its way still counts.
-    candidates.select(
-        on_select, [state], outputs_of(h.SELECT_OUTPUTS), trigger_mode="always_last", **quick
-    )
+    # A selection is the page's alone (KEYS_JS shows it at once): no event. It goes to the
+    # server with the label that follows (PICK_JS).
 
     # Every label write gets the Space login (Gradio fills an argument typed
     # `gr.OAuthProfile | None`; None off a Space): required there, and saved as the author.
     label_fields = h.LABEL_OUTPUTS
 
-    def on_negative(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.mark(services, st, "negative", profile=profile), label_fields)
+    def on_negative(st: LabelState, pick, pair, profile: gr.OAuthProfile | None) -> tuple:  # noqa: ANN001
+        view = h.mark(services, st, "negative", profile=profile, picked=pick, shown=pair)
+        return as_outputs(view, label_fields)
 
-    def on_also(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.mark(services, st, "also-positive", profile=profile), label_fields)
+    def on_also(st: LabelState, pick, pair, profile: gr.OAuthProfile | None) -> tuple:  # noqa: ANN001
+        view = h.mark(services, st, "also-positive", profile=profile, picked=pick, shown=pair)
+        return as_outputs(view, label_fields)
 
-    def on_clear(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
-        return as_outputs(h.clear(services, st, profile), label_fields)
+    def on_clear(st: LabelState, pick, pair, profile: gr.OAuthProfile | None) -> tuple:  # noqa: ANN001
+        return as_outputs(h.clear(services, st, profile, pick, pair), label_fields)
 
     def on_caption(st: LabelState, text: str, profile: gr.OAuthProfile | None) -> tuple:
         view = h.add_negative_caption(services, st, text, profile=profile)
@@ -276,8 +333,9 @@ def build_label(services: Services, shared: Shared) -> None:
     # in order and each sees the state the one before left).
     label_outputs = outputs_of(label_fields)
     writes = {**quick, "trigger_mode": "multiple"}
-    negative_btn.click(on_negative, [state], label_outputs, **writes)
-    also_btn.click(on_also, [state], label_outputs, **writes)
-    clear_btn.click(on_clear, [state], label_outputs, **writes)
+    picks = [state, picked, shown]
+    negative_btn.click(on_negative, picks, label_outputs, js=PICK_JS, **writes)
+    also_btn.click(on_also, picks, label_outputs, js=PICK_JS, **writes)
+    clear_btn.click(on_clear, picks, label_outputs, js=PICK_JS, **writes)
     caption_btn.click(on_caption, [state, negative_caption], label_outputs, **writes)
     undo_btn.click(on_undo, [state], label_outputs, **writes)

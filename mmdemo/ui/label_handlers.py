@@ -9,10 +9,11 @@ or the pair is skipped. Every label is saved at once, with its author, and the l
 be undone.
 
 Labeling must feel instant, so each handler changes only what its action changes (the tab wires
-each event to those outputs only, see :data:`SELECT_OUTPUTS` and :data:`LABEL_OUTPUTS`): a
-selection sends the selection line; a label re-reads the pair's labels (one query) and redraws
-the marks, the list and the counts from the state, without ranking, encoding or loading the
-model again. Only a new pair (next, previous, go to, other options, opening the tab) ranks.
+each event to those outputs only, see :data:`SELECT_OUTPUTS` and :data:`LABEL_OUTPUTS`): the page
+shows a selection by itself and the server only records it; a label re-reads the pair's labels
+(one query) and redraws the marks, the list and the counts from the state, without ranking,
+encoding or loading the model again. Only a new pair (next, previous, go to, other options,
+opening the tab) ranks.
 
 User text (captions, collection and model names) reaches Markdown through
 :func:`mmdemo.text.md` and the list's HTML through :func:`mmdemo.text.html_text`.
@@ -38,7 +39,7 @@ from mmdemo.negatives import (
 )
 from mmdemo.services import Services
 from mmdemo.store import Collection, Pair, StoreError
-from mmdemo.text import md
+from mmdemo.text import html_text, md
 from mmdemo.ui.common import current_collection, default_collection, partial_view, warn
 from mmdemo.ui.identity import LoginRequired, require_login
 from mmdemo.ui.labeling import (
@@ -48,7 +49,7 @@ from mmdemo.ui.labeling import (
     caption_target,
     undo_label,
 )
-from mmdemo.ui.results import FAILURES, candidate_gallery, candidates_html, load_candidates
+from mmdemo.ui.results import FAILURES, candidates_html, load_candidates
 
 NO_PAIR = "There is no pair to label."
 ALL_SPLITS = "all"
@@ -80,6 +81,11 @@ class LabelState:
     history: tuple[int, ...] = ()
     """Pairs shown before, for "Previous"."""
     last_edit: LabelEdit | None = None
+    renders: int = 0
+    """How many times the selection line and the list were drawn (each drawing differs)."""
+    suggested: tuple[str, ...] = ()
+    """The caption suggestions the dropdown offers now (it is sent again only when they change:
+    a dropdown update rebuilds the component on the server, which costs more than a label)."""
 
 
 class LabelView(NamedTuple):
@@ -100,12 +106,13 @@ class LabelView(NamedTuple):
     message: Any
 
 
-SELECT_OUTPUTS = ("state", "selection")
-"""What a selection changes (the gallery highlights the clicked tile itself)."""
+SELECT_OUTPUTS = ("state",)
+"""What :func:`select` changes. The app sends no selection to the server: the page shows it at
+once (the gallery highlights the tile, the page script marks the list's row and writes the
+selection line) and sends it with the label that follows."""
 LABEL_OUTPUTS = (
     "state",
     "progress",
-    "candidates",
     "listing",
     "selection",
     "negative_caption",
@@ -113,7 +120,9 @@ LABEL_OUTPUTS = (
     "undo",
     "message",
 )
-"""What a label, a clear, a caption negative or an undo can change: never the pair itself."""
+"""What a label, a clear, a caption negative or an undo can change: never the pair itself, and
+not the gallery either (sending it costs ~10 ms of file checks per tile): the page script puts
+the new marks on the tiles from the list (its rows carry the tiles' captions)."""
 PAIR_OUTPUTS = tuple(name for name in LabelView._fields if name != "model")
 """What showing another pair changes (the model dropdown is the person's own choice)."""
 
@@ -150,17 +159,35 @@ def _undo_button(state: LabelState) -> Any:
     return gr.update(visible=state.last_edit is not None)
 
 
-def selection_text(state: LabelState) -> str:
-    """The selected candidate in a line: its key, pair, caption, flag and label."""
+def selection_html(state: LabelState) -> str:
+    """The selected candidate in a line (HTML): its key, pair, caption, flag and label.
+
+    The page script draws the same line from the list's row when a candidate is selected (see
+    :data:`mmdemo.ui.label.KEYS_JS`), so both must agree; ``state.renders`` makes each drawing
+    differ from the one before.
+    """
     if state.pair_id is None:
         return ""
+    version = f' data-v="{state.renders}"'
     if state.selected is None or not 0 <= state.selected < len(state.candidates):
-        return "*Click a candidate (or press its number), then mark it.*"
+        return f'<p class="mm-sel"{version}><i>Click a candidate (or press its number).</i></p>'
     c = state.candidates[state.selected]
     flag = " — ⚠ scored almost as high as the positive: maybe correct" * c.possible_false_negative
-    label = f" · labeled **{KINDS.get(c.label, c.label)}**" if c.label else ""
-    caption = md(c.caption, LINE_CHARS)
-    return f"**Selected [{state.selected + 1}]:** pair {c.pair_id}, “{caption}”{flag}{label}"
+    label = f" · labeled <b>{KINDS.get(c.label, c.label)}</b>" if c.label else ""
+    caption = html_text(c.caption, LINE_CHARS)
+    return (
+        f'<p class="mm-sel"{version}><b>Selected [{state.selected + 1}]:</b> '
+        f"pair {c.pair_id}, “{caption}”{flag}{label}</p>"
+    )
+
+
+def _drawn(state: LabelState) -> LabelState:
+    """The state with one more drawing of the selection line and the list."""
+    return dataclasses.replace(state, renders=state.renders + 1)
+
+
+def _listing(state: LabelState) -> str:
+    return candidates_html(state.candidates, state.selected, state.pair_id, state.renders)
 
 
 def pair_text(pair: Pair, rank: int, score: float, model_label: str) -> str:
@@ -189,8 +216,33 @@ def caption_labels_text(caption_labels: list[tuple[int, str, str]]) -> str:
     )
 
 
-def _suggestions(suggested: list[str]) -> Any:
-    return gr.update(choices=suggested, value=suggested[0] if suggested else None)
+def _suggestions(before: LabelState, suggested: list[str]) -> tuple[LabelState, Any]:
+    """The state offering ``suggested``, and the dropdown's output: new choices when they
+    changed, else only the value put back to the first one (a plain value costs nothing)."""
+    first = suggested[0] if suggested else None
+    if tuple(suggested) == before.suggested:
+        return before, first
+    after = dataclasses.replace(before, suggested=tuple(suggested))
+    return after, gr.update(choices=suggested, value=first)
+
+
+def _undo_changes(before: LabelState, after: LabelState) -> dict[str, Any]:
+    """The Undo button's output when it appears or goes, else nothing (each update rebuilds the
+    component on the server)."""
+    if (before.last_edit is None) == (after.last_edit is None):
+        return {}
+    return {"undo": _undo_button(after)}
+
+
+def _take_pick(state: LabelState, picked: Any, shown: Any) -> LabelState | str:
+    """The candidate the page showed as selected when the key was pressed (``picked``, an index,
+    on the pair ``shown``), or why nothing may be labeled: the pair changed meanwhile (a key
+    pressed before the next pair was drawn). ``None``: keep the state's selection."""
+    if shown is not None and int(shown) >= 0 and int(shown) != state.pair_id:
+        return "The pair changed before that key took effect: nothing was saved. Press it again."
+    if picked is not None and 0 <= int(picked) < len(state.candidates):
+        return dataclasses.replace(state, selected=int(picked))
+    return state
 
 
 def _original(services: Services, pair: Pair) -> str:
@@ -212,6 +264,7 @@ def _next_selection(candidates: tuple[Candidate, ...], after: int | None) -> int
 # -- rendering a pair ------------------------------------------------------------------------------
 def _empty(services: Services, state: LabelState, message: str) -> LabelView:
     state = dataclasses.replace(state, pair_id=None, candidates=(), selected=None)
+    state, suggestions = _suggestions(state, [])
     return view(
         state,
         progress=_progress(services, state),
@@ -220,9 +273,8 @@ def _empty(services: Services, state: LabelState, message: str) -> LabelView:
         candidates=[],
         listing="",
         selection="",
-        negative_caption=gr.update(choices=[], value=None),
+        negative_caption=suggestions,
         caption_labels="",
-        undo=_undo_button(state),
         message="",
     )
 
@@ -248,17 +300,17 @@ def show_pair(
     if selected is None or selected >= len(candidates):
         selected = _next_selection(candidates, None)
     state = dataclasses.replace(state, pair_id=pair.id, candidates=candidates, selected=selected)
+    state, suggestions = _suggestions(_drawn(state), task.suggested_captions)
     return view(
         state,
         progress=_progress(services, state),
         pair=pair_text(pair, task.positive_rank, task.positive_score, ref.label),
         positive=_original(services, pair),
         candidates=gallery,
-        listing=candidates_html(candidates, selected),
-        selection=selection_text(state),
-        negative_caption=_suggestions(task.suggested_captions),
+        listing=_listing(state),
+        selection=selection_html(state),
+        negative_caption=suggestions,
         caption_labels=caption_labels_text(task.caption_labels),
-        undo=_undo_button(state),
         message=message,
     )
 
@@ -321,7 +373,15 @@ def open_tab(
             shown = show_pair(services, state, pair.id, progress, keep_selection=True)
     if shown is None:
         shown = _first_or_next(services, state, None, progress)
-    return shown._replace(model=_model_dropdown(services, shown.state))
+    # Everything is drawn again: the dropdowns and the Undo button too.
+    st = shown.state
+    return shown._replace(
+        model=_model_dropdown(services, st),
+        undo=_undo_button(st),
+        negative_caption=gr.update(
+            choices=list(st.suggested), value=st.suggested[0] if st.suggested else None
+        ),
+    )
 
 
 def set_options(
@@ -389,12 +449,12 @@ def goto_pair(
 
 
 def select(services: Services, state: LabelState, index: int) -> LabelView:
-    """A click on a candidate (or its number key): only the selection line changes."""
+    """Select a candidate (the state only). In the app the page shows a selection by itself
+    and sends it with the label that follows (``picked`` of :func:`mark`)."""
     del services  # nothing to read: the candidates are in the state
     if not 0 <= index < len(state.candidates):
-        return view(state, selection="*There is no such candidate.*")
-    state = dataclasses.replace(state, selected=int(index))
-    return view(state, selection=selection_text(state))
+        return view(state)
+    return view(dataclasses.replace(state, selected=int(index)))
 
 
 def _after_edit(
@@ -405,41 +465,40 @@ def _after_edit(
     suggestions: bool = False,
 ) -> LabelView:
     """Show a label change in place: the pair's labels are read again (one query) and the
-    marks, the list, the selection and the counts redrawn from the state; nothing is ranked or
-    encoded. With ``advance`` the selection moves to the next unlabeled candidate;
+    list (with the tiles' marks), the selection and the counts redrawn from the state; nothing
+    is ranked or encoded. With ``advance`` the selection moves to the next unlabeled candidate;
     ``suggestions`` refreshes the caption suggestions (a caption label came or went)."""
     before = state
     state = dataclasses.replace(state, last_edit=outcome.last_edit)
     if not outcome.saved:
-        return view(state, undo=_undo_button(state), message=outcome.message)
+        return view(state, message=outcome.message, **_undo_changes(before, state))
     if state.pair_id is None:
         return view(
             state,
             progress=_progress(services, state),
-            undo=_undo_button(state),
             message=outcome.message,
+            **_undo_changes(before, state),
         )
     labels = services.store.labels_for_pair(state.pair_id)
     candidates = with_labels(state.candidates, labels)
     selected = _next_selection(candidates, state.selected) if advance else state.selected
-    had_undo = state.last_edit is not None
-    state = dataclasses.replace(state, candidates=candidates, selected=selected)
+    state = _drawn(dataclasses.replace(state, candidates=candidates, selected=selected))
     caption_labels = caption_labels_of(labels)
-    fields: dict[str, Any] = {}
-    if had_undo != (before.last_edit is not None):  # the Undo button appears or goes
-        fields["undo"] = _undo_button(state)
+    fields: dict[str, Any] = _undo_changes(before, state)
     if suggestions:
         try:
             caption = services.store.get_pair(state.pair_id).caption
-            fields["negative_caption"] = _suggestions(open_suggestions(caption, caption_labels))
         except StoreError:
-            pass
+            caption = None
+        if caption is not None:
+            offered = open_suggestions(caption, caption_labels)
+            if tuple(offered) != state.suggested:
+                state, fields["negative_caption"] = _suggestions(state, offered)
     return view(
         state,
         progress=_progress(services, state),
-        candidates=candidate_gallery(services, candidates),
-        listing=candidates_html(candidates, selected),
-        selection=selection_text(state),
+        listing=_listing(state),
+        selection=selection_html(state),
         caption_labels=caption_labels_text(caption_labels),
         message=outcome.message,
         **fields,
@@ -461,22 +520,41 @@ def mark(
     kind: str,
     author: str | None = None,
     profile: Any = None,
+    picked: Any = None,
+    shown: Any = None,
 ) -> LabelView:
     """Label the selected candidate *hard negative* (``"negative"``) or *also correct*
     (``"also-positive"``) for the pair's caption; the selection moves to the next one.
 
-    The author is the logged-in user (on a Space one is required), else ``author``."""
+    The author is the logged-in user (on a Space one is required), else ``author``. The page
+    sends the candidate it shows selected (``picked``) on the pair it shows (``shown``), so a
+    label always goes to what the person saw (see :func:`_take_pick`)."""
+    taken = _take_pick(state, picked, shown)
+    if isinstance(taken, str):
+        return view(state, message=warn(taken))
+    state = taken
     target = _selected_target(state)
     outcome = apply_label(services, target, kind, state.last_edit, author=author, profile=profile)
     return _after_edit(services, state, outcome, advance=True)
 
 
-def clear(services: Services, state: LabelState, profile: Any = None) -> LabelView:
-    """Remove the selected candidate's label (on a Space: logged-in users only)."""
+def clear(
+    services: Services,
+    state: LabelState,
+    profile: Any = None,
+    picked: Any = None,
+    shown: Any = None,
+) -> LabelView:
+    """Remove the selected candidate's label (on a Space: logged-in users only); ``picked`` and
+    ``shown`` as for :func:`mark`."""
     try:
         require_login(profile, services.settings)
     except LoginRequired as exc:
         return view(state, message=warn(exc.message))
+    taken = _take_pick(state, picked, shown)
+    if isinstance(taken, str):
+        return view(state, message=warn(taken))
+    state = taken
     if state.selected is None or not 0 <= state.selected < len(state.candidates):
         return view(state, message=warn("Select a candidate first."))
     candidate = state.candidates[state.selected]

@@ -130,6 +130,7 @@ def candidate_gallery(services: Services, candidates: Sequence[Candidate]) -> li
 
 
 LABEL_WORDS = {"negative": "✗ hard negative", "also-positive": "+ also correct"}
+LABEL_KINDS = {"negative": "hard negative", "also-positive": "also correct"}
 
 CANDIDATES_CSS = """
 table.mm-candidates { width: 100%; border-collapse: collapse; font-size: 0.86rem; }
@@ -143,29 +144,46 @@ table.mm-candidates tr.mm-selected td { background: var(--color-accent-soft); }
 """
 
 
-def candidates_html(candidates: Sequence[Candidate], selected: int | None = None) -> str:
+def candidates_html(
+    candidates: Sequence[Candidate],
+    selected: int | None = None,
+    pair_id: int | None = None,
+    version: int = 0,
+) -> str:
     """Every candidate in a numbered table: key, full caption, pair, score, ⚠ flag and label;
     the ``selected`` row (an index) marked ``mm-selected``.
 
     Nothing is cut, so candidates whose tiles look alike can be told apart. User text goes
-    through :func:`mmdemo.text.html_text`.
+    through :func:`mmdemo.text.html_text`. Each row carries its key, pair, flag, label and
+    tile caption (:func:`candidate_caption`) as ``data-`` attributes, which the Label tab's page
+    script reads to show a selection at once and to put a label's mark on the tile without the
+    gallery being sent again; ``version`` makes every render differ from the one before, so the
+    page redraws it even when only the script had moved the mark.
     """
     if not candidates:
         return ""
     rows = []
     for index, c in enumerate(candidates):
         flag = "⚠ maybe correct" if c.possible_false_negative else ""
-        chosen = ' class="mm-selected"' if index == selected else ""
+        words = LABEL_WORDS.get(c.label or "", "")
+        attributes = f' data-key="{index + 1}" data-pair="{c.pair_id}"'
+        attributes += f' data-tile="{html_text(candidate_caption(index, c))}"'
+        attributes += ' data-flag="1"' * c.possible_false_negative
+        if c.label:
+            attributes += f' data-label="{html_text(LABEL_KINDS.get(c.label, c.label))}"'
+        if index == selected:
+            attributes += ' class="mm-selected"'
         rows.append(
-            f'<tr data-key="{index + 1}"{chosen}>'
+            f"<tr{attributes}>"
             f'<td class="mm-num"><b>{index + 1}</b></td>'
             f'<td class="mm-caption">{html_text(c.caption)}</td>'
             f'<td class="mm-num">{c.pair_id}</td><td class="mm-num">{c.score:.3f}</td>'
-            f"<td>{flag}</td><td>{LABEL_WORDS.get(c.label or '', '')}</td></tr>"
+            f"<td>{flag}</td><td>{words}</td></tr>"
         )
+    shown = f' data-pair="{pair_id}"' if pair_id is not None else ""
     return (
-        '<table class="mm-candidates"><thead><tr><th>key</th><th>caption</th><th>pair</th>'
-        "<th>score</th><th></th><th>label</th></tr></thead><tbody>"
+        f'<table class="mm-candidates"{shown} data-v="{version}"><thead><tr><th>key</th>'
+        "<th>caption</th><th>pair</th><th>score</th><th></th><th>label</th></tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table>"
     )
