@@ -123,8 +123,10 @@ LABEL_OUTPUTS = (
 """What a label, a clear, a caption negative or an undo can change: never the pair itself, and
 not the gallery either (sending it costs ~10 ms of file checks per tile): the page script puts
 the new marks on the tiles from the list (its rows carry the tiles' captions)."""
-PAIR_OUTPUTS = tuple(name for name in LabelView._fields if name != "model")
-"""What showing another pair changes (the model dropdown is the person's own choice)."""
+PAIR_OUTPUTS = tuple(name for name in LabelView._fields if name not in ("model", "undo"))
+"""What showing another pair changes (the model dropdown is the person's own choice; what can
+be undone stays). Every output listed costs even when skipped: Gradio rebuilds a component for
+each update, ``gr.skip()`` included."""
 
 
 def view(state: LabelState, **fields: Any) -> LabelView:
