@@ -14,6 +14,7 @@ from mmdemo.ingest import ImportReport, ingest_item
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.settings import Settings
 from mmdemo.ui import curate_handlers as h
+from mmdemo.ui import curate_import as imp
 from mmdemo.ui.app import build_app, header_html, launch_options
 from mmdemo.ui.curate import as_outputs
 from mmdemo.ui.curate_handlers import PAGE_SIZE, CurateState
@@ -316,7 +317,7 @@ def test_import_uploads_images_and_a_zip_with_progress(services, name, tmp_path)
     def progress(value, desc=None, unit="steps"):  # the shape of gr.Progress.__call__
         calls.append((value, desc))
 
-    outcome = h.import_files(
+    outcome = imp.import_files(
         services,
         state_for(name),
         [str(zip_path), str(cat), str(dog)],
@@ -324,7 +325,7 @@ def test_import_uploads_images_and_a_zip_with_progress(services, name, tmp_path)
         "",
         "",
         "",
-        h.SPLIT_FROM_DATA,
+        imp.SPLIT_FROM_DATA,
         progress=progress,
     )
     assert outcome.summary.count("Added 2 pairs") == 2, outcome.summary
@@ -346,7 +347,7 @@ def test_import_into_a_split_and_from_a_server_path(services, name, tmp_path):
     (folder / "x.png").write_bytes(png((1, 2, 3)))
     (folder / "x.txt").write_text("from a server folder", encoding="utf-8")
     services.store.create_collection(name)
-    outcome = h.import_files(
+    outcome = imp.import_files(
         services, state_for(name), None, "", str(folder), "", "", "test", progress=None
     )
     assert "Added 1 pair " in outcome.summary and outcome.rejected.empty
@@ -356,14 +357,14 @@ def test_import_into_a_split_and_from_a_server_path(services, name, tmp_path):
 def test_import_failures_are_messages_not_tracebacks(services, name, tmp_path):
     services.store.create_collection(name)
     with pytest.warns(UserWarning, match="Choose files"):
-        nothing = h.import_files(services, state_for(name), [], "", "  ", "", "", "train")
+        nothing = imp.import_files(services, state_for(name), [], "", "  ", "", "", "train")
     assert "Choose files" in nothing.summary and nothing.rejected.empty
 
     img = tmp_path / "lonely.png"
     img.write_bytes(png((9, 9, 9)))
     missing = tmp_path / "missing.csv"
     with pytest.warns(UserWarning, match="could not be imported"):
-        outcome = h.import_files(
+        outcome = imp.import_files(
             services, state_for(name), [str(img)], "", str(missing), "", "", "train"
         )
     rows = outcome.rejected.values.tolist()
@@ -380,7 +381,7 @@ def test_import_needs_a_collection(tmp_path, services):
     empty = Services.create(settings, demo=False)
     try:
         with pytest.warns(UserWarning, match="Create a collection first"):
-            outcome = h.import_files(empty, h.initial_state(empty), [], "", "x", "", "", "train")
+            outcome = imp.import_files(empty, h.initial_state(empty), [], "", "x", "", "", "train")
         assert outcome.view.state.collection is None
     finally:
         empty.close()
@@ -396,7 +397,7 @@ def test_import_never_lands_in_another_collection(services, name, tmp_path):
     (folder / "x.txt").write_text("orphan", encoding="utf-8")
     demo = services.store.collection(DEMO_COLLECTION)
     with pytest.warns(UserWarning, match="no longer exists"):
-        outcome = h.import_files(services, state, None, "", str(folder), "", "", "train")
+        outcome = imp.import_files(services, state, None, "", str(folder), "", "", "train")
     assert services.store.count_pairs(demo.id) == DEMO_PAIRS
     assert services.store.find_collection(name) is None
     assert outcome.view.state.collection == DEMO_COLLECTION
@@ -495,8 +496,8 @@ def test_duplicates_are_listed_with_the_pair_that_has_the_image(services, name, 
     lines = [{"file_name": f, "text": f"icon {f[0]}"} for f in ("a.png", "b.png", "c.png", "d.png")]
     (folder / "metadata.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
     services.store.create_collection(name)
-    outcome = h.import_files(
-        services, state_for(name), None, "", str(folder), "", "", h.SPLIT_FROM_DATA
+    outcome = imp.import_files(
+        services, state_for(name), None, "", str(folder), "", "", imp.SPLIT_FROM_DATA
     )
     assert "skipped 2 duplicates of an image (2 repeated within this import)" in plain(
         outcome.summary

@@ -14,6 +14,7 @@ from mmdemo.ingest import ImportReport, ingest_item
 from mmdemo.services import Services
 from mmdemo.settings import Settings
 from mmdemo.ui import curate_handlers as h
+from mmdemo.ui import curate_import as imp
 from mmdemo.ui import curate_splits as sp
 from mmdemo.ui.app import build_app
 from mmdemo.ui.curate import as_outputs
@@ -190,7 +191,7 @@ def _folder_without_splits(folder: Path, n: int, split_column: bool = False) -> 
 def test_import_without_a_split_puts_a_share_in_eval(services, name, tmp_path):
     services.store.create_collection(name)
     folder = _folder_without_splits(tmp_path / "icons", 20)
-    outcome = h.import_files(
+    outcome = imp.import_files(
         services,
         CurateState(collection=name),
         None,
@@ -198,7 +199,7 @@ def test_import_without_a_split_puts_a_share_in_eval(services, name, tmp_path):
         str(folder),
         "",
         "",
-        h.SPLIT_FROM_DATA,
+        imp.SPLIT_FROM_DATA,
         no_split_eval_percent=10,
     )
     counts = splits_of(services, name)
@@ -217,7 +218,7 @@ def test_import_without_a_split_puts_a_share_in_eval(services, name, tmp_path):
 
     # Importing more into a collection that has an eval split now changes nothing more.
     more = _folder_without_splits(tmp_path / "more", 5)
-    again = h.import_files(
+    again = imp.import_files(
         services,
         outcome.view.state,
         None,
@@ -225,7 +226,7 @@ def test_import_without_a_split_puts_a_share_in_eval(services, name, tmp_path):
         str(more),
         "",
         "",
-        h.SPLIT_FROM_DATA,
+        imp.SPLIT_FROM_DATA,
         no_split_eval_percent=10,
     )
     assert "No split in the data" not in again.summary and splits_of(services, name)["eval"] == 2
@@ -233,12 +234,12 @@ def test_import_without_a_split_puts_a_share_in_eval(services, name, tmp_path):
 
 @pytest.mark.parametrize(
     ("split", "percent", "split_column"),
-    [("train", 10, False), (h.SPLIT_FROM_DATA, 0, False), (h.SPLIT_FROM_DATA, 10, True)],
+    [("train", 10, False), (imp.SPLIT_FROM_DATA, 0, False), (imp.SPLIT_FROM_DATA, 10, True)],
 )
 def test_import_keeps_splits_it_was_given(services, name, tmp_path, split, percent, split_column):
     services.store.create_collection(name)
     folder = _folder_without_splits(tmp_path / "icons", 10, split_column=split_column)
-    outcome = h.import_files(
+    outcome = imp.import_files(
         services,
         CurateState(collection=name),
         None,

@@ -19,6 +19,7 @@ from mmdemo.ingest import ImportReport, ingest_item
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.ui import compare_handlers as compare
 from mmdemo.ui import curate_handlers as curate
+from mmdemo.ui import curate_import
 from mmdemo.ui import label_handlers as label
 from mmdemo.ui.app import build_app
 from mmdemo.ui.curate_handlers import CurateState
@@ -99,7 +100,7 @@ def zip_of_pairs(path: Path, captions: list[str]) -> Path:
 
 
 def do_import(services: Services, collection: str, files=None, source=None, profile=None):  # noqa: ANN001, ANN201
-    return curate.import_files(
+    return curate_import.import_files(
         services,
         CurateState(collection=collection),
         files,
@@ -107,7 +108,7 @@ def do_import(services: Services, collection: str, files=None, source=None, prof
         source,
         "",
         "",
-        curate.SPLIT_FROM_DATA,
+        curate_import.SPLIT_FROM_DATA,
         profile=profile,
     )
 
@@ -191,16 +192,16 @@ def test_server_paths_cannot_be_imported_on_a_space(space, name, tmp_path, monke
     before = snapshot(space)
     for typed in (str(on_disk), "pairs.zip", str(tmp_path), "/etc/passwd", "owner/name", "a/.."):
         outcome = do_import(space, name, files=uploads, source=typed, profile=ALICE)
-        assert curate.SPACE_SOURCES in outcome.summary, (typed, outcome.summary)
+        assert curate_import.SPACE_SOURCES in outcome.summary, (typed, outcome.summary)
         assert snapshot(space) == before, f"{typed!r} was imported on a Space"
 
-    assert curate.hub_dataset_id("someone/pairs") == "someone/pairs"
-    assert curate.hub_dataset_id("hf://datasets/someone/pairs") == "someone/pairs"
-    assert curate.hub_dataset_id("owner/name") is None  # names a local folder here
-    assert curate.hub_dataset_id("/data/pairs.csv") is None
+    assert curate_import.hub_dataset_id("someone/pairs") == "someone/pairs"
+    assert curate_import.hub_dataset_id("hf://datasets/someone/pairs") == "someone/pairs"
+    assert curate_import.hub_dataset_id("owner/name") is None  # names a local folder here
+    assert curate_import.hub_dataset_id("/data/pairs.csv") is None
     # A Hub id is let through to the Hub (offline here, so it fails as a source, not as a path).
     outcome = do_import(space, name, source="someone/pairs", profile=ALICE)
-    assert curate.SPACE_SOURCES not in outcome.summary
+    assert curate_import.SPACE_SOURCES not in outcome.summary
     assert outcome.rejected["Item"].tolist() == ["someone/pairs"]
     assert snapshot(space) == before
 

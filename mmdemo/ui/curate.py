@@ -16,9 +16,6 @@ from mmdemo.store import SPLITS
 from mmdemo.ui.common import Shared, collection_names, without_trigger
 from mmdemo.ui.curate_handlers import (
     ALL_SPLITS,
-    REJECTED_COLUMNS,
-    SKIPPED_COLUMNS,
-    SPLIT_FROM_DATA,
     CurateState,
     CurateView,
     ask_delete_collection,
@@ -27,7 +24,6 @@ from mmdemo.ui.curate_handlers import (
     confirm_delete_collection,
     create_collection,
     delete_pair,
-    import_files,
     initial_state,
     on_load,
     open_pair,
@@ -41,6 +37,7 @@ from mmdemo.ui.curate_handlers import (
     switch_collection,
     undo_delete,
 )
+from mmdemo.ui.curate_import import REJECTED_COLUMNS, SKIPPED_COLUMNS, SPLIT_FROM_DATA, import_files
 from mmdemo.ui.curate_lookalikes import (
     LOOKALIKES_HINT,
     LookalikeState,
