@@ -13,7 +13,7 @@ import gradio as gr
 
 from mmdemo.hub import on_space
 from mmdemo.services import Services
-from mmdemo.ui.common import Shared, default_collection
+from mmdemo.ui.common import Shared
 from mmdemo.ui.identity import NO_SPACE_LOGIN, space_login_available, token_hint
 from mmdemo.ui.publish_handlers import dry_run, import_from_hub, push
 from mmdemo.ui.publish_view import (
@@ -37,7 +37,6 @@ def build_publish(services: Services, shared: Shared) -> None:
     """Lay out the Publish tab inside the current ``gr.Tab`` and wire its events."""
     settings = services.settings
     space = on_space(settings)
-    first = refresh_choices(services, None, None, None, default_collection(services))
 
     gr.Markdown(INTRO)
     with gr.Row(equal_height=True):
@@ -46,7 +45,8 @@ def build_publish(services: Services, shared: Shared) -> None:
                 label="Finished run",
                 info="The model of this run is published.",
                 elem_id="mm-pub-run",
-                **_choices(first.run),
+                choices=[],
+                value=None,
             )
             model_repo = gr.Textbox(
                 label="Model repo",
@@ -59,7 +59,8 @@ def build_publish(services: Services, shared: Shared) -> None:
                 label="Collection",
                 info="Published as a dataset: pairs and triplets configs, images embedded.",
                 elem_id="mm-pub-collection",
-                **_choices(first.collection),
+                choices=[],
+                value=None,
             )
             dataset_repo = gr.Textbox(
                 label="Dataset repo",
@@ -67,7 +68,9 @@ def build_publish(services: Services, shared: Shared) -> None:
                 info="owner/name on the Hub; leave empty to publish only the model.",
                 elem_id="mm-pub-dataset-repo",
             )
-    seen = gr.State(first.seen)
+    # Choices come from the store at page load, never from build time: a name baked into the
+    # page goes stale (renamed or deleted collection) and Gradio then refuses the event.
+    seen = gr.State(None)
     check = gr.Markdown(EMPTY_FORM, elem_id="mm-pub-check")
 
     with gr.Row():
@@ -249,8 +252,3 @@ def build_publish(services: Services, shared: Shared) -> None:
         concurrency_id="import",
         show_progress_on=[pull_status],
     )
-
-
-def _choices(update: dict) -> dict:
-    """Constructor arguments of a dropdown from a ``gr.update`` of its choices and value."""
-    return {"choices": update["choices"], "value": update["value"]}
