@@ -79,6 +79,10 @@ def test_app_py_serves_trains_on_its_main_thread_and_stops_on_ctrl_c(
 
         page.goto(url)
         page.get_by_role("tab", name="Finetune").click()
+        # As a person does: the tab shows which collection it will train before Start.
+        expect(page.locator("#mm-ft-collection input")).to_have_value(
+            "demo-shapes", timeout=WAIT_S * 1000
+        )
         set_number(page, "mm-ft-epochs", "3")
         set_number(page, "mm-ft-batch", "8")
         page.locator("#mm-ft-start").click()

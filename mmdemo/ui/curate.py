@@ -322,7 +322,10 @@ def build_curate(services: Services, shared: Shared) -> None:
     def on_select(st: CurateState, typed: str, evt: gr.SelectData) -> tuple:
         return as_outputs(open_pair(services, st, int(evt.index), typed))
 
-    select_event = gallery.select(on_select, [state, caption], view)
+    # The editor's saves run one at a time, in the order they came: a click that takes the focus
+    # from the caption box fires its blur first, and the click's own save must come after it.
+    editor_queue = {"concurrency_id": "curate-editor", "concurrency_limit": 1}
+    select_event = gallery.select(on_select, [state, caption], view, **editor_queue)
 
     def on_save(st: CurateState, text: str, value: str, profile: gr.OAuthProfile | None) -> tuple:
         return as_outputs(save_pair(services, st, text, value, profile))
@@ -341,9 +344,11 @@ def build_curate(services: Services, shared: Shared) -> None:
     def on_undo(st: CurateState, profile: gr.OAuthProfile | None) -> tuple:
         return as_outputs(undo_delete(services, st, profile))
 
-    save_btn.click(on_save, [state, caption, split], view)
-    split.input(on_split, [state, caption, split], split_outputs)
-    caption.blur(on_leave_caption, [state, caption], [message], show_progress="hidden")
+    save_btn.click(on_save, [state, caption, split], view, **editor_queue)
+    split.input(on_split, [state, caption, split], split_outputs, **editor_queue)
+    caption.blur(
+        on_leave_caption, [state, caption], [message], show_progress="hidden", **editor_queue
+    )
     delete_event = delete_pair_btn.click(on_delete_pair, [state], view)
     undo_event = undo_btn.click(on_undo, [state], view)
 
