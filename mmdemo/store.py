@@ -10,6 +10,7 @@ records their metadata. Deleting a pair is a soft delete (``deleted_at``) so it 
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 import threading
@@ -193,15 +194,14 @@ def filter_terms(caption_filter: str | None) -> list[tuple[str, re.Pattern]]:
     return terms
 
 
-_PATTERNS: dict[str, re.Pattern] = {}
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern, re.IGNORECASE)
 
 
 def _matches(caption: str | None, pattern: str) -> bool:
     """SQLite function ``mm_match(caption, pattern)`` behind the word-boundary filter."""
-    compiled = _PATTERNS.get(pattern)
-    if compiled is None:
-        compiled = _PATTERNS.setdefault(pattern, re.compile(pattern, re.IGNORECASE))
-    return caption is not None and compiled.search(caption) is not None
+    return caption is not None and _compiled(pattern).search(caption) is not None
 
 
 def _escape_like(text: str) -> str:

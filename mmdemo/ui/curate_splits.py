@@ -154,6 +154,17 @@ def _fraction(percent: float | None, what: str) -> float:
 
 
 # -- handlers ------------------------------------------------------------------------------------
+def _refused(
+    services: Services, state: CurateState, splits: SplitsState, profile: Any
+) -> SplitsView | None:
+    """The view for a write refused for want of a login (on a Space), else ``None``."""
+    try:
+        require_login(profile, services.settings)
+    except LoginRequired as exc:
+        return _view(services, state, splits, warn(exc.message))
+    return None
+
+
 def make_splits_clicked(
     services: Services,
     state: CurateState,
@@ -165,10 +176,8 @@ def make_splits_clicked(
 ) -> SplitsView:
     """ "Make splits": a random eval (and test) share of the open collection, groups kept whole."""
     state = dataclasses.replace(state, pending_delete=None)
-    try:
-        require_login(profile, services.settings)
-    except LoginRequired as exc:
-        return _view(services, state, splits, warn(exc.message))
+    if (refused := _refused(services, state, splits, profile)) is not None:
+        return refused
     state, collection = current_collection_of(services, state)
     if collection is None:
         return _view(services, state, splits, warn("Create a collection first."))
@@ -199,10 +208,8 @@ def move_filtered_clicked(
 ) -> SplitsView:
     """ "Move the N filtered pairs to …": every pair the gallery's filter matches, in one go."""
     state = dataclasses.replace(state, pending_delete=None)
-    try:
-        require_login(profile, services.settings)
-    except LoginRequired as exc:
-        return _view(services, state, splits, warn(exc.message))
+    if (refused := _refused(services, state, splits, profile)) is not None:
+        return refused
     if target not in SPLITS:
         return _view(services, state, splits, warn(f"Choose a split: {', '.join(SPLITS)}."))
     ids = filtered_ids(services, state)
@@ -234,10 +241,8 @@ def undo_clicked(
 ) -> SplitsView:
     """Put back the splits the newest bulk change replaced."""
     state = dataclasses.replace(state, pending_delete=None)
-    try:
-        require_login(profile, services.settings)
-    except LoginRequired as exc:
-        return _view(services, state, splits, warn(exc.message))
+    if (refused := _refused(services, state, splits, profile)) is not None:
+        return refused
     if not splits.undo:
         return _view(services, state, splits, warn("Nothing to undo."))
     last = splits.undo[-1]
