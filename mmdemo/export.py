@@ -6,9 +6,12 @@ The folder loads with ``datasets.load_dataset(folder, config)`` and can be pushe
 - ``triplets``: the hand-labeled hard negatives (an image or a caption) of each anchor caption;
 - ``also_positive``: images (or captions) labeled as also correct for a caption.
 
-A dataset card (``README.md``) declares the three configs and describes the data. The card is
-rendered from a plain dict by :func:`render_dataset_card` so the publisher can reuse it.
-The export is written to a ``.partial`` sibling folder and renamed into place at the end.
+Only configs and splits that have rows are written and declared: ``datasets`` 5.2 cannot load
+an empty split without ``streaming=True``, so a collection without labels has no ``triplets``
+config, and a collection without pairs is an :class:`ExportError`. A dataset card
+(``README.md``) declares the configs and describes the data. The card is rendered from a plain
+dict by :func:`render_dataset_card` so the publisher can reuse it. The export is written to a
+``.partial`` sibling folder and renamed into place at the end.
 """
 
 from __future__ import annotations
@@ -183,9 +186,16 @@ def card_config_names(metadata: dict) -> list[str]:
 
 
 def is_mmdemo_export(folder: Path) -> bool:
-    """Whether ``folder`` holds an export written by :func:`export_collection`."""
-    names = card_config_names(read_card_metadata(folder))
-    return "pairs" in names and "triplets" in names
+    """Whether ``folder`` holds an export written by :func:`export_collection`.
+
+    A card with a ``pairs`` config and the ``mmdemo`` tag (label configs are optional), or a
+    ``pairs`` and a ``triplets`` config (older exports always declared both).
+    """
+    metadata = read_card_metadata(folder)
+    names = card_config_names(metadata)
+    tags = metadata.get("tags")
+    tagged = isinstance(tags, list) and "mmdemo" in tags
+    return "pairs" in names and (tagged or "triplets" in names)
 
 
 def _size_category(n: int) -> str:
@@ -195,16 +205,26 @@ def _size_category(n: int) -> str:
     return "100K<n<1M" if n < 1_000_000 else "1M<n<10M"
 
 
+_USAGE = {
+    "pairs": ("pairs", "image, caption, ..."),
+    "triplets": ("triplets", "anchor, positive, negative, ..."),
+    "also_positive": ("also", "anchor, positive, also_positive, ..."),
+}
+"""Per config: the variable the usage snippet loads it into, and the comment on its columns."""
+
+
 def render_dataset_card(info: dict) -> str:
     """Render the dataset card (YAML front matter + Markdown) from plain data.
 
-    ``info`` keys: ``pretty_name``, ``collection``, ``configs`` (``{config: {split: path}}``),
-    ``splits`` (pairs per split), ``triplets``/``also_positive`` (rows per split),
-    ``image_negatives``, ``caption_negatives``, ``also_positives``, ``authors``; optional
-    ``repo_id`` (for the usage snippet), ``license`` (default ``other``), ``generated_at``.
+    ``info`` keys: ``pretty_name``, ``collection``, ``configs`` (``{config: {split: path}}``;
+    a config without files is left out of the card), ``splits`` (pairs per split),
+    ``triplets``/``also_positive`` (rows per split), ``image_negatives``, ``caption_negatives``,
+    ``also_positives``, ``authors``; optional ``repo_id`` (for the usage snippet), ``license``
+    (default ``other``), ``generated_at``.
     """
+    declared = {name: files for name, files in info["configs"].items() if files}
     configs = []
-    for name, files in info["configs"].items():
+    for name, files in declared.items():
         entry: dict = {
             "config_name": name,
             "data_files": [{"split": s, "path": p} for s, p in files.items()],
@@ -235,8 +255,9 @@ def render_dataset_card(info: dict) -> str:
         "",
         f"# {info['pretty_name']}",
         "",
-        f"Image–caption pairs of the mmdemo collection “{info['collection']}”, with hand-labeled"
-        " hard negatives, for finetuning and evaluating CLIP-style embedding models.",
+        f"Image–caption pairs of the mmdemo collection “{info['collection']}”"
+        + (", with hand-labeled hard negatives," if negatives else "")
+        + " for finetuning and evaluating CLIP-style embedding models.",
         "",
         "## Splits",
         "",
@@ -256,34 +277,46 @@ def render_dataset_card(info: dict) -> str:
         "",
         f"- hard negatives: {negatives} ({info['image_negatives']} image and"
         f" {info['caption_negatives']} caption negatives)",
-        f"- also-positives (images that also fit a caption): {info['also_positives']}",
+        f"- also-positives (images or captions that also fit a pair): {info['also_positives']}",
         f"- distinct labelers (pair and label authors): {info['authors']}",
     ]
-    if negatives == 0:
+    lines += ["", "## Configs", ""]
+    lines.append(
+        "This dataset has the config"
+        + ("s " if len(declared) > 1 else " ")
+        + ", ".join(f"`{name}`" + (" (default)" if name == "pairs" else "") for name in declared)
+        + "; each loads with `load_dataset` as shown under Usage. A config has a split only"
+        " where it has rows (see the table above)."
+    )
+    if "triplets" not in declared:
         lines += [
             "",
-            "No hard negatives are labeled yet, so the `triplets` config is empty. `datasets`"
-            " 5.2 cannot load an empty split unless you pass `streaming=True`.",
+            "No hard negatives are labeled yet, so there is no `triplets` config; an export"
+            " made after labeling adds it.",
         ]
+    if "also_positive" not in declared:
+        lines += [
+            "",
+            "No also-positives are labeled yet, so there is no `also_positive` config.",
+        ]
+    lines += ["", "## Usage", "", "```python", "from datasets import load_dataset", ""]
     lines += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from datasets import load_dataset",
-        "",
-        f'pairs = load_dataset("{where}", "pairs")          # image, caption, ...',
-        f'triplets = load_dataset("{where}", "triplets")    # anchor, positive, negative, ...',
-        f'also = load_dataset("{where}", "also_positive")',
-        "```",
-        "",
-        "`triplets` has the column order sentence-transformers expects (anchor, positive,"
-        " negative). Rows with a caption negative have `negative` empty and `negative_caption`"
-        " set.",
-        "",
-        "## Columns",
+        f'{_USAGE[name][0]} = load_dataset("{where}", "{name}")  # {_USAGE[name][1]}'
+        for name in declared
+        if name in _USAGE
     ]
+    lines.append("```")
+    if "triplets" in declared:
+        lines += [
+            "",
+            "`triplets` has the column order sentence-transformers expects (anchor, positive,"
+            " negative). Rows with a caption negative have `negative` empty and"
+            " `negative_caption` set.",
+        ]
+    lines += ["", "## Columns"]
     for config, docs in COLUMN_DOCS.items():
+        if config not in declared:
+            continue
         lines += ["", f"### `{config}`", ""]
         lines += [f"- `{col}`: {text}" for col, text in docs.items()]
     lines += [
@@ -444,11 +477,7 @@ def _write_labels(
             files[split] = rel
         else:
             (tmp / rel).unlink()
-    if not files:
-        # An empty config still declares its columns: one parquet without row groups.
-        rel = f"{config}/train.parquet"
-        _ParquetSink(tmp / rel, features).close()
-        files["train"] = rel
+    # No rows, no file: the config is then left out of the card (an empty split does not load).
     return files, counts
 
 
@@ -489,13 +518,16 @@ def export_collection(
 ) -> ExportSummary:
     """Write ``collection`` to ``out_dir`` in Hub dataset layout (see the module docstring).
 
-    Raises :class:`ExportError` when ``out_dir`` holds something other than an mmdemo export,
-    and :class:`mmdemo.store.StoreError` for an unknown collection.
+    Raises :class:`ExportError` when the collection has no pairs (or none whose image file is
+    still in the store) or ``out_dir`` holds something other than an mmdemo export, and
+    :class:`mmdemo.store.StoreError` for an unknown collection.
     """
     found = store.collection(collection)
     out_dir = Path(out_dir).expanduser().resolve()
-    _check_target(out_dir)
     pairs = store.list_pairs(found.id)
+    if not pairs:
+        raise ExportError(f"Collection {found.name!r} has no pairs to export.")
+    _check_target(out_dir)
     labels = store.labels_for_collection(found.id)
     negatives = [lab for lab in labels if lab.kind == "negative"]
     also = [lab for lab in labels if lab.kind == "also-positive"]
@@ -516,6 +548,11 @@ def export_collection(
     try:
         images = _ImageReader(store, settings)
         pair_files, written = _write_pairs(tmp, pairs, images, summary, tick)
+        if not pair_files:
+            raise ExportError(
+                f"Collection {found.name!r} has no pairs to export: the image files of all"
+                f" {len(pairs)} of its pairs are missing from the store."
+            )
         anchors = {p.id: p for p in pairs if p.id in written}
         trip_files, trip_counts = _write_labels(
             tmp, "triplets", TRIPLETS_FEATURES, negatives, anchors, images, summary, tick
@@ -539,11 +576,7 @@ def export_collection(
         info = {
             "pretty_name": f"mmdemo: {found.name}",
             "collection": found.name,
-            "configs": {
-                "pairs": pair_files or {"train": _empty_pairs(tmp)},
-                "triplets": trip_files,
-                "also_positive": also_files,
-            },
+            "configs": {"pairs": pair_files, "triplets": trip_files, "also_positive": also_files},
             "splits": summary.pairs,
             "triplets": trip_counts,
             "also_positive": also_counts,
@@ -560,9 +593,3 @@ def export_collection(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
-
-
-def _empty_pairs(tmp: Path) -> str:
-    rel = "pairs/train.parquet"
-    _ParquetSink(tmp / rel, PAIRS_FEATURES).close()
-    return rel

@@ -20,7 +20,7 @@ from datasets import load_dataset, load_from_disk
 from huggingface_hub import constants as hub_constants
 from PIL import Image as PILImage
 
-from mmdemo.export import card_config_names, is_mmdemo_export, read_card_metadata
+from mmdemo.export import CONFIG_NAMES, card_config_names, is_mmdemo_export, read_card_metadata
 from mmdemo.images import ImageLimits, ImageRejected, ingest_image_bytes
 from mmdemo.importers.errors import ImportFailed
 from mmdemo.importers.files import max_image_file_bytes
@@ -453,11 +453,13 @@ def _import_export(
     author: str | None,
     progress: ProgressFn | None,
 ) -> HFImportReport:
-    """Import the pairs of an mmdemo export, then restore its labels onto them."""
+    """Import the pairs of an mmdemo export, then restore its labels onto them.
+
+    The label configs are optional (an export declares only configs with rows); an older
+    export's empty ``triplets`` config is read by streaming, which copes with empty splits.
+    """
     metadata = read_card_metadata(folder)
-    configs = [
-        c for c in card_config_names(metadata) if c in ("pairs", "triplets", "also_positive")
-    ]
+    configs = [c for c in card_config_names(metadata) if c in CONFIG_NAMES]
     label = f"export:{folder.name}"
     notes: list[str] = []
     chosen = _choose_splits(_open_export(folder, "pairs", label), split, notes)

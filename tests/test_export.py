@@ -12,7 +12,9 @@ from PIL import Image
 
 from mmdemo import export
 from mmdemo.export import (
+    CONFIG_NAMES,
     ExportError,
+    card_config_names,
     export_collection,
     is_mmdemo_export,
     read_card_metadata,
@@ -20,6 +22,7 @@ from mmdemo.export import (
 )
 from mmdemo.images import image_path
 from mmdemo.ingest import ImportReport, ingest_item
+from mmdemo.store import Pair, Store
 from tests.conftest import make_image_bytes
 
 COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200),
@@ -54,6 +57,72 @@ def build_labeled_collection(store, settings, name: str = "demo") -> dict:  # no
     store.add_label(pairs[6].id, "negative", negative_sha256=pairs[0].image_sha256)
     store.delete_pair(pairs[6].id)
     return {"collection": coll, "pairs": pairs[:6], "stray": stray, "report": report}
+
+
+def _add_pairs(store: Store, settings, name: str, splits: list[str]) -> list[Pair]:  # noqa: ANN001
+    """A new collection ``name`` with one pair per entry of ``splits`` (authors alternate)."""
+    coll = store.create_collection(name)
+    report = ImportReport(collection=name)
+    return [
+        ingest_item(
+            store,
+            settings,
+            coll.id,
+            report,
+            f"{name}{i}",
+            make_image_bytes(COLORS[i], (30 + i, 20)),
+            f"{name} picture {i}",
+            split,
+            author=("ann", "bob", None)[i % 3],
+        )  # fmt: skip
+        for i, split in enumerate(splits)
+    ]
+
+
+def build_unlabeled(store: Store, settings, name: str) -> dict:  # noqa: ANN001
+    """Three pairs (train and test) and no labels at all."""
+    _add_pairs(store, settings, name, ["train", "train", "test"])
+    return {"pairs": {"train": 2, "test": 1}}
+
+
+def build_image_negatives(store: Store, settings, name: str) -> dict:  # noqa: ANN001
+    """Four pairs (train and eval) with two image negatives and nothing else."""
+    pairs = _add_pairs(store, settings, name, ["train", "train", "train", "eval"])
+    store.add_label(pairs[0].id, "negative", negative_sha256=pairs[1].image_sha256, author="cy")
+    store.add_label(pairs[3].id, "negative", negative_sha256=pairs[2].image_sha256)
+    return {"pairs": {"train": 3, "eval": 1}, "triplets": {"train": 1, "eval": 1}}
+
+
+def build_everything(store: Store, settings, name: str) -> dict:  # noqa: ANN001
+    """Six pairs in all three splits; caption and image negatives; image and caption
+    also-positives."""
+    pairs = _add_pairs(store, settings, name, ["train", "train", "eval", "eval", "test", "test"])
+    sha = [p.image_sha256 for p in pairs]
+    store.add_label(pairs[0].id, "negative", negative_caption="a green blob", author="ann")
+    store.add_label(pairs[2].id, "negative", negative_sha256=sha[3], author="bob")
+    store.add_label(pairs[4].id, "negative", negative_caption="nothing like it")
+    store.add_label(pairs[1].id, "also-positive", negative_sha256=sha[0], author="cy")
+    store.add_label(pairs[5].id, "also-positive", negative_caption="a purple patch", author="ann")
+    return {
+        "pairs": {"train": 2, "eval": 2, "test": 2},
+        "triplets": {"train": 1, "eval": 1, "test": 1},
+        "also_positive": {"train": 1, "test": 1},
+    }
+
+
+COLLECTIONS = {
+    "unlabeled": build_unlabeled,
+    "image-negatives": build_image_negatives,
+    "everything": build_everything,
+}
+"""Collections whose exports declare different configs; each builder returns the rows per
+declared config and split."""
+
+
+def usage_snippet(card: str) -> str:
+    """The Python block under the card's ``## Usage`` heading."""
+    usage = card.split("## Usage", 1)[1]
+    return usage.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 def _load(folder: Path, config: str, tmp_path: Path) -> datasets.DatasetDict:
@@ -163,8 +232,8 @@ def test_render_dataset_card_is_pure_and_parses():
         "repo_id": "someone/birds",
         "configs": {
             "pairs": {"train": "pairs/train.parquet", "test": "pairs/test.parquet"},
-            "triplets": {"train": "triplets/train.parquet"},
-            "also_positive": {"train": "also_positive/train.parquet"},
+            "triplets": {},
+            "also_positive": {},
         },
         "splits": {"train": 1500, "test": 20},
         "triplets": {},
@@ -180,30 +249,86 @@ def test_render_dataset_card_is_pure_and_parses():
     assert front["pretty_name"] == "mmdemo: birds"
     assert front["size_categories"] == ["1K<n<10K"]
     assert front["configs"][0]["data_files"][1] == {"split": "test", "path": "pairs/test.parquet"}
-    assert "default" not in front["configs"][1]
+    assert [c["config_name"] for c in front["configs"]] == ["pairs"]
     assert 'load_dataset("someone/birds", "pairs")' in card
-    assert "triplets` config is empty" in card
+    assert "there is no `triplets` config" in card
+    assert "there is no `also_positive` config" in card
+    assert '"triplets")' not in card and "### `triplets`" not in card
+
+    info["configs"]["triplets"] = {"eval": "triplets/eval.parquet"}
+    front = yaml.safe_load(render_dataset_card(info).split("---")[1])
+    assert front["configs"][1] == {
+        "config_name": "triplets",
+        "data_files": [{"split": "eval", "path": "triplets/eval.parquet"}],
+    }
 
 
-def test_empty_triplets_config_still_loads(store, settings, tmp_path):
-    coll = store.create_collection("plain")
-    report = ImportReport(collection="plain")
-    for i, color in enumerate(COLORS[:3]):
-        data = make_image_bytes(color)
-        ingest_item(store, settings, coll.id, report, str(i), data, f"caption {i}", "test")
-    out = tmp_path / "plain-export"
-    summary = export_collection(store, settings, "plain", out)
-    assert summary.pairs == {"test": 3} and summary.negatives == 0
+@pytest.mark.parametrize("name", list(COLLECTIONS))
+def test_every_declared_config_loads_without_streaming(
+    name, store, settings, tmp_path, monkeypatch
+):
+    expected = COLLECTIONS[name](store, settings, name)
+    out = tmp_path / "export"
+    export_collection(store, settings, name, out)
+    assert is_mmdemo_export(out)
+    declared = card_config_names(read_card_metadata(out))
+    assert declared == [c for c in CONFIG_NAMES if c in expected]
+    for config in declared:
+        loaded = _load(out, config, tmp_path)
+        assert {split: ds.num_rows for split, ds in loaded.items()} == expected[config]
+    for config in set(CONFIG_NAMES) - set(declared):
+        assert not (out / config).exists()
+        with pytest.raises(ValueError, match=f"'{config}' not found"):
+            _load(out, config, tmp_path)
 
-    pairs = _load(out, "pairs", tmp_path)
-    assert list(pairs) == ["test"] and pairs["test"].num_rows == 3
-    for config, column in (("triplets", "negative"), ("also_positive", "also_positive")):
-        # datasets 5.2 refuses to build an empty split eagerly; streaming reads it.
-        empty = datasets.load_dataset(str(out), config, streaming=True)["train"]
-        assert isinstance(empty.features[column], datasets.Image)
-        assert isinstance(empty.features["positive"], datasets.Image)
-        assert list(empty) == []
-    assert "No hard negatives are labeled yet" in (out / "README.md").read_text()
+    # The card's usage snippet runs as written (the placeholder id is the folder) and loads
+    # exactly the declared configs.
+    card = (out / "README.md").read_text(encoding="utf-8")
+    snippet = usage_snippet(card)
+    assert "path/to/this/folder" in snippet
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "snippet-cache")
+    namespace: dict = {}
+    exec(snippet.replace("path/to/this/folder", str(out)), namespace)  # noqa: S102
+    loaded = {k: v for k, v in namespace.items() if isinstance(v, datasets.DatasetDict)}
+    assert sorted(loaded) == sorted({"also_positive": "also"}.get(c, c) for c in declared)
+    for config in declared:
+        dd = loaded[{"also_positive": "also"}.get(config, config)]
+        assert {split: ds.num_rows for split, ds in dd.items()} == expected[config]
+        assert f"### `{config}`" in card
+    if "triplets" not in declared:
+        assert "No hard negatives are labeled yet, so there is no `triplets` config" in card
+    assert "streaming=True" not in card
+
+
+def test_a_collection_without_pairs_is_refused(store, settings, tmp_path):
+    store.create_collection("nothing")
+    out = tmp_path / "export"
+    with pytest.raises(ExportError, match="'nothing' has no pairs to export"):
+        export_collection(store, settings, "nothing", out)
+
+    pairs = _add_pairs(store, settings, "lost", ["train", "eval"])
+    for pair in pairs:
+        info = store.image_info(pair.image_sha256)
+        image_path(settings.images_dir, pair.image_sha256, info["ext"]).unlink()
+    with pytest.raises(ExportError, match="'lost' has no pairs to export: the image files"):
+        export_collection(store, settings, "lost", out)
+    assert not out.exists() and not out.with_name("export.partial").exists()
+
+
+def test_older_exports_and_foreign_cards_are_told_apart(tmp_path):
+    def card(front: dict) -> Path:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        text = "---\n" + yaml.safe_dump(front) + "---\n# x\n"
+        (folder / "README.md").write_text(text, encoding="utf-8")
+        return folder
+
+    pairs = {"config_name": "pairs", "data_files": [{"split": "train", "path": "p.parquet"}]}
+    triplets = {"config_name": "triplets", "data_files": [{"split": "train", "path": "t.parquet"}]}
+    assert is_mmdemo_export(card({"tags": ["mmdemo"], "configs": [pairs]}))
+    assert is_mmdemo_export(card({"tags": ["clip"], "configs": [pairs, triplets]}))
+    assert not is_mmdemo_export(card({"tags": ["clip"], "configs": [pairs]}))
+    assert not is_mmdemo_export(card({"tags": ["mmdemo"], "configs": [triplets]}))
 
 
 def test_export_refuses_a_foreign_folder_and_replaces_an_old_export(store, settings, tmp_path):

@@ -9,22 +9,34 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from mmdemo import hf_import
-from mmdemo.export import export_collection
+from mmdemo.export import (
+    ALSO_POSITIVE_FEATURES,
+    TRIPLETS_FEATURES,
+    export_collection,
+    is_mmdemo_export,
+    read_card_metadata,
+)
 from mmdemo.hf_import import HFImportFailed, import_hf_dataset, map_split
 from mmdemo.images import image_path
-from mmdemo.importers import ImportFailed
+from mmdemo.importers import ImportFailed, import_source
 from mmdemo.ingest import ImportReport, ingest_item
 from mmdemo.settings import Settings
 from mmdemo.store import Store
 from tests.conftest import make_image_bytes
-from tests.test_export import build_labeled_collection
+from tests.test_export import COLLECTIONS, build_labeled_collection
 
 
 def _pairs(store: Store, name: str) -> set[tuple[str, str, str]]:
     coll = store.collection(name)
     return {(p.caption, p.split, p.image_sha256) for p in store.list_pairs(coll.id)}
+
+
+def _pairs_with_authors(store: Store, name: str) -> set[tuple]:
+    coll = store.collection(name)
+    return {(p.caption, p.image_sha256, p.split, p.author) for p in store.list_pairs(coll.id)}
 
 
 def _labels(store: Store, name: str) -> set[tuple]:
@@ -79,6 +91,57 @@ def test_export_round_trips_pairs_and_labels(store, settings, tmp_path, other_ho
     assert (again.added, again.duplicates, again.negatives_added) == (0, 6, 0)
     assert "6 labels were already in the collection." in again.notes
     assert _labels(store2, "copy") == _labels(store, "demo")
+
+
+@pytest.mark.parametrize("via", ["import_hf_dataset", "import_source"])
+@pytest.mark.parametrize("name", list(COLLECTIONS))
+def test_every_kind_of_export_round_trips(name, via, store, settings, tmp_path, other_home):
+    """No labels, image negatives only, or every label kind in three splits: the same pairs,
+    splits, authors and labels come back."""
+    COLLECTIONS[name](store, settings, name)
+    out = tmp_path / "export"
+    export_collection(store, settings, name, out)
+    store2, settings2 = other_home
+    importer = import_hf_dataset if via == "import_hf_dataset" else import_source
+    report = importer(store2, settings2, "copy", out)
+
+    assert report.rejected == []
+    assert _pairs_with_authors(store2, "copy") == _pairs_with_authors(store, name)
+    assert _labels(store2, "copy") == _labels(store, name)
+    assert report.negatives_added == len(_labels(store, name))
+
+
+def _as_older_export(folder: Path) -> None:
+    """Rewrite an export without labels as older mmdemo versions wrote it: empty ``triplets`` and
+    ``also_positive`` configs declared, each one parquet file without rows."""
+    for config, features in (
+        ("triplets", TRIPLETS_FEATURES),
+        ("also_positive", ALSO_POSITIVE_FEATURES),
+    ):
+        (folder / config).mkdir()
+        pq.ParquetWriter(folder / config / "train.parquet", features.arrow_schema).close()
+    meta = read_card_metadata(folder)
+    meta["configs"] += [
+        {"config_name": c, "data_files": [{"split": "train", "path": f"{c}/train.parquet"}]}
+        for c in ("triplets", "also_positive")
+    ]
+    body = (folder / "README.md").read_text(encoding="utf-8").split("\n---\n", 1)[1]
+    card = "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + body
+    (folder / "README.md").write_text(card, encoding="utf-8")
+
+
+def test_an_older_export_with_empty_label_configs_still_imports(store, settings, tmp_path):
+    COLLECTIONS["unlabeled"](store, settings, "plain")
+    out = tmp_path / "old"
+    export_collection(store, settings, "plain", out)
+    _as_older_export(out)
+    assert [c["config_name"] for c in read_card_metadata(out)["configs"]] == [
+        "pairs", "triplets", "also_positive"
+    ]  # fmt: skip
+    assert is_mmdemo_export(out)
+    report = import_hf_dataset(store, settings, "plain-copy", out)
+    assert (report.added, report.negatives_added, report.rejected) == (3, 0, [])
+    assert _pairs(store, "plain-copy") == _pairs(store, "plain")
 
 
 def test_export_import_of_one_split(store, settings, tmp_path, other_home):

@@ -663,6 +663,47 @@ def test_pull_dataset_imports_pairs_and_labels_from_a_dataset_repo(
     assert len(seen) == 1
 
 
+@pytest.mark.parametrize("source", ["export", "published"])
+@pytest.mark.parametrize("name", ["unlabeled", "image-negatives", "everything"])
+def test_pull_dataset_gives_back_the_same_pairs_splits_and_labels(
+    name: str, source: str, store: Store, settings: Settings, tmp_path: Path
+):
+    """Whatever labels a collection has (none included), a pull of its export or of its
+    published dataset restores the same pairs, splits, authors and labels."""
+    from mmdemo.export import export_collection
+    from tests.test_export import COLLECTIONS
+
+    COLLECTIONS[name](store, settings, name)
+    if source == "export":
+        folder = export_collection(store, settings, name, tmp_path / "export").out_dir
+    else:
+        publisher = DryRunPublisher(tmp_path / "dry")
+        folder = publish_dataset(publisher, store, settings, name, f"alice/{name}").folder
+
+    def fake_download(**kwargs) -> str:  # stands in for snapshot_download
+        shutil.copytree(folder, kwargs["local_dir"], dirs_exist_ok=True)
+        return kwargs["local_dir"]
+
+    report = hub.pull_dataset(store, settings, "pulled", f"alice/{name}", download=fake_download)
+
+    def pairs(collection: str) -> set[tuple]:
+        found = store.collection(collection)
+        return {(p.caption, p.image_sha256, p.split, p.author) for p in store.list_pairs(found.id)}
+
+    def labels(collection: str) -> set[tuple]:
+        found = store.collection(collection)
+        sha = {p.id: p.image_sha256 for p in store.list_pairs(found.id)}
+        return {
+            (sha[lab.pair_id], lab.kind, lab.negative_sha256, lab.negative_caption, lab.author)
+            for lab in store.labels_for_collection(found.id)
+        }
+
+    assert report.rejected == []
+    assert pairs("pulled") == pairs(name)
+    assert labels("pulled") == labels(name)
+    assert report.negatives_added == len(labels(name))
+
+
 def test_the_fake_is_called_exactly_as_the_real_hfapi_accepts(
     settings: Settings, run_dir: Path, tmp_path: Path
 ):
