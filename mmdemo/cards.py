@@ -5,8 +5,11 @@ A card is data plus a pure render function: :class:`ModelCardInfo` holds everyth
 the store or the network, so cards are easy to test and to preview in the UI.
 
 The model card starts from the card sentence-transformers writes in ``save_pretrained`` (its
-README.md) and adds mmdemo's sections: base model, training data, hyper-parameters, the
-before/after metrics table, the attribute-binding probe and example images.
+README.md) and adds mmdemo's sections: a usage snippet that runs as written once pushed, base
+model, training data, hyper-parameters, the evaluation (how it was measured, the before/after
+table and a snippet that reproduces it from the published dataset), the attribute-binding probe
+and example images from the eval split. Nothing in a card may name a file on the server:
+:func:`scrub_paths` replaces what sentence-transformers' card says about local files.
 """
 
 from __future__ import annotations
@@ -22,7 +25,27 @@ DEFAULT_PIPELINE_TAG = "sentence-similarity"
 ST_PLACEHOLDER_ID = "sentence_transformers_model_id"
 GENERIC_TITLE = "# SentenceTransformer\n"
 DIRECTIONS = {"t2i": "text → image", "i2t": "image → text"}
-METRIC_ORDER = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
+METRIC_ORDER = (
+    "accuracy@1",
+    "accuracy@5",
+    "accuracy@10",
+    "recall@1",
+    "recall@5",
+    "recall@10",
+    "mrr@10",
+    "ndcg@10",
+)
+TINY_BASE_DESCRIPTION = (
+    "mmdemo's built-in tiny CLIP: a randomly initialised CLIP (64-dimensional embeddings,"
+    " 32×32-pixel images, a byte-level tokenizer) that mmdemo builds offline from a fixed seed for"
+    " tests and machines without Hub access. It is not on the Hub, and a model finetuned from it"
+    " is a demonstration, not a useful retrieval model."
+)
+EVAL_KEYS_NOTE = (
+    "accuracy@k is the share of queries with a relevant item among the top k (the app calls it"
+    " recall@k); MRR@10 is the mean reciprocal rank of the first relevant item; NDCG@10 uses"
+    " binary relevance."
+)
 _SECRET_KEY = re.compile(r"(^|_)(token|secret|password|api_key)$", re.IGNORECASE)
 
 
@@ -35,13 +58,29 @@ class CardExample:
 
 
 @dataclass(frozen=True)
+class CardEvaluation:
+    """Retrieval metrics measured when publishing, on exactly the images the dataset publishes.
+
+    ``base`` and ``finetuned`` are ``{"t2i": {...}, "i2t": {...}}`` with the keys of
+    :data:`mmdemo.evaluation.IR_METRIC_KEYS` plus ``queries``; ``base`` is ``None`` when the base
+    model could not be loaded, and ``base_note`` says why.
+    """
+
+    split: str
+    pairs: int
+    finetuned: dict
+    base: dict | None = None
+    base_note: str = ""
+
+
+@dataclass(frozen=True)
 class ModelCardInfo:
     """Everything the model card says."""
 
     repo_id: str
     run_name: str
     base_model: str
-    """What the run started from: a Hub id or a local path."""
+    """What the run started from, for people: a Hub id or a short description (never a path)."""
     base_model_id: str | None = None
     """The base model's Hub id when it has one (goes to the ``base_model`` metadata)."""
     st_card: str = ""
@@ -52,8 +91,12 @@ class ModelCardInfo:
     """Pairs per split and label counts of the training collection (display only)."""
     hyperparameters: dict[str, object] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
-    """``{"base": {"t2i": {...}, "i2t": {...}}, "finetuned": {...}, "probe": ...}``."""
+    """The run's own metrics from the end of training: ``{"base": {"t2i": {...}, "i2t": {...}},
+    "finetuned": {...}, "probe": ...}`` (the table falls back to them without ``evaluation``)."""
     examples: tuple[CardExample, ...] = ()
+    """Images of the eval split shipped in the repo (``assets/…``)."""
+    evaluation: CardEvaluation | None = None
+    is_tiny_base: bool = False
 
 
 # -- pieces ------------------------------------------------------------------------------------
@@ -188,22 +231,214 @@ def _hub_link(repo_id: str, kind: str = "model") -> str:
 
 
 # -- the model card ----------------------------------------------------------------------------
+def _code_block(code: str, language: str = "python") -> str:
+    """A fenced code block whose fence is longer than any backtick run inside (user captions)."""
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{code.rstrip()}\n{fence}"
+
+
+def _literal(text: str) -> str:
+    """A Python string literal for ``text`` (JSON's escapes are Python's)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def usage_snippet(repo_id: str, examples: tuple[CardExample, ...]) -> str:
+    """Python that loads the model from the Hub and scores captions against images.
+
+    With examples it downloads the repo's own example images, so it runs as written once the
+    model is pushed; text and images go to separate ``encode`` calls (CLIP refuses a mix).
+    """
+    lines = [
+        "from huggingface_hub import hf_hub_download",
+        "from PIL import Image",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        f"model = SentenceTransformer({_literal(repo_id)})",
+    ]
+    if examples:
+        lines += ["captions = [", *(f"    {_literal(e.caption)}," for e in examples), "]"]
+        lines += ["files = [", *(f"    {_literal(e.path)}," for e in examples), "]"]
+        lines.append(
+            f"images = [Image.open(hf_hub_download({_literal(repo_id)}, name)) for name in files]"
+        )
+    else:
+        lines += [
+            'captions = ["a red square", "a blue square"]',
+            'images = [Image.new("RGB", (224, 224), "red"), Image.new("RGB", (224, 224), "blue")]',
+        ]
+    lines += [
+        "",
+        "caption_embeddings = model.encode(captions)  # one modality per call",
+        "image_embeddings = model.encode(images)",
+        "similarities = model.similarity(caption_embeddings, image_embeddings)",
+        "print(similarities)  # row i: caption i against every image",
+    ]
+    return "\n".join(lines)
+
+
+def evaluation_snippet(repo_id: str, dataset: str, split: str) -> str:
+    """Python that recomputes the card's evaluation table from the published dataset.
+
+    It builds the same two ``InformationRetrievalEvaluator``s as
+    :func:`mmdemo.evaluation.ir_evaluators`; a test runs it against the published files.
+    """
+    return "\n".join(
+        [
+            "from datasets import load_dataset",
+            "from sentence_transformers import SentenceTransformer",
+            "from sentence_transformers.evaluation import InformationRetrievalEvaluator",
+            "",
+            f"model = SentenceTransformer({_literal(repo_id)})",
+            f'pairs = load_dataset({_literal(dataset)}, "pairs", split={_literal(split)})',
+            "",
+            "captions, images, t2i, i2t = {}, {}, {}, {}",
+            "for row in pairs:",
+            '    caption, image_id = row["caption"], row["image_sha256"]',
+            "    captions[caption] = caption",
+            '    images.setdefault(image_id, row["image"])',
+            "    t2i.setdefault(caption, set()).add(image_id)  # identical captions share images",
+            "    i2t.setdefault(image_id, set()).add(caption)",
+            "",
+            'for name, queries, corpus, relevant in [("t2i", captions, images, t2i),'
+            ' ("i2t", images, captions, i2t)]:',
+            "    evaluator = InformationRetrievalEvaluator(",
+            "        queries, corpus, relevant, name=name,",
+            "        accuracy_at_k=[1, 5, 10], precision_recall_at_k=[10], write_csv=False,",
+            "    )",
+            '    prefix = f"{name}_{model.similarity_fn_name}_"',
+            "    results = evaluator(model)",
+            "    print(name, {k.removeprefix(prefix): round(v, 4) for k, v in results.items()})",
+        ]
+    )
+
+
+_PATH_END = r"[^\s'\"`<>|()\[\]{},]*"
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def scrub_paths(text: str, roots: list[str]) -> str:
+    """``text`` with every path under one of ``roots`` (server folders) replaced by a word.
+
+    sentence-transformers' card quotes training samples by their local file paths; none of them
+    means anything off this machine. Images become ``(image)``, anything else ``(local file)``.
+    """
+    usable = sorted({r.rstrip("/") for r in roots if r and len(r.rstrip("/")) > 1}, key=len)
+    for root in reversed(usable):  # longest first, so a nested root is not cut in half
+
+        def word(match: re.Match) -> str:
+            return "(image)" if match.group(0).lower().endswith(_IMAGE_SUFFIXES) else "(local file)"
+
+        pattern = r"(?<![\w./:~-])" + re.escape(root) + r"(?=[/\s'\"`<>|)\]},]|$)" + _PATH_END
+        text = re.sub(pattern, word, text)
+    return text
+
+
 def _model_metadata(info: ModelCardInfo, st_meta: dict) -> dict:
     meta = dict(st_meta)
     meta.setdefault("library_name", "sentence-transformers")
     meta["pipeline_tag"] = st_meta.get("pipeline_tag") or DEFAULT_PIPELINE_TAG
     tags = [t for t in (meta.get("tags") or []) if isinstance(t, str)]
     meta["tags"] = tags + [t for t in MODEL_TAGS if t not in tags]
+    meta.pop("base_model", None)
     if info.base_model_id:
         meta["base_model"] = info.base_model_id
     if info.dataset_repo:
         known = [d for d in (meta.get("datasets") or []) if isinstance(d, str)]
         meta["datasets"] = known + [info.dataset_repo] * (info.dataset_repo not in known)
+    # sentence-transformers' widget quotes training images by their server paths: ours uses the
+    # eval examples shipped in the repo.
+    meta.pop("widget", None)
+    if info.examples:
+        meta["widget"] = [
+            {
+                "source_sentence": info.examples[0].caption,
+                "sentences": [e.path for e in info.examples],
+            }
+        ]
     return meta
 
 
+def _base_line(info: ModelCardInfo) -> str:
+    if info.base_model_id:
+        return _hub_link(info.base_model_id)
+    if info.is_tiny_base:
+        return "mmdemo's built-in tiny CLIP"
+    return _cell(info.base_model)
+
+
+def _evaluation_section(info: ModelCardInfo) -> list[str]:
+    """How the numbers were measured, the table, and the snippet that reproduces them."""
+    found = info.evaluation
+    if found is None:
+        table = metrics_table(info.metrics)
+        if not table:
+            return []
+        return [
+            "",
+            "### Evaluation: base vs finetuned",
+            "",
+            "Measured by mmdemo at the end of training on the eval split of the collection, from"
+            " its 224-pixel training copies of the images (text → image: distinct captions as"
+            " queries over the distinct images; image → text the other way round). They were not"
+            " re-measured on published images, so the published files may give slightly"
+            " different numbers.",
+            "",
+            table,
+        ]
+    t2i_queries = found.finetuned.get("t2i", {}).get("queries", 0)
+    i2t_queries = found.finetuned.get("i2t", {}).get("queries", 0)
+    where = (
+        f"the dataset {_hub_link(info.dataset_repo, 'dataset')}"
+        if info.dataset_repo
+        else "the collection's export (`python -m mmdemo export`)"
+    )
+    out = [
+        "",
+        "### Evaluation: base vs finetuned",
+        "",
+        f"Measured when this model was published, on the `{found.split}` split of {where}:"
+        f" {found.pairs} pairs, {t2i_queries} distinct captions and {i2t_queries} distinct"
+        " images, with sentence-transformers' `InformationRetrievalEvaluator` and the model's"
+        " cosine similarity, on exactly the images the dataset holds.",
+        "",
+        "- text → image: every distinct caption is a query over the distinct images; the images"
+        " of all pairs with exactly that caption are relevant.",
+        "- image → text: every distinct image is a query over the distinct captions; all captions"
+        " paired with it are relevant.",
+        f"- {EVAL_KEYS_NOTE}",
+        "",
+        metrics_table({"base": found.base or {}, "finetuned": found.finetuned}),
+    ]
+    if found.base is None:
+        out += [
+            "",
+            f"No base column: {_cell(found.base_note or 'the base model was not measured')}.",
+        ]
+    dataset = info.dataset_repo or "path/to/export"
+    out += [
+        "",
+        "#### Reproduce these numbers",
+        "",
+        _code_block(evaluation_snippet(info.repo_id, dataset, found.split)),
+        "",
+    ]
+    if info.base_model_id:
+        out.append(
+            f"With `SentenceTransformer({_literal(info.base_model_id)})` it gives the base column."
+        )
+    elif info.is_tiny_base:
+        out.append("The base column is mmdemo's built-in tiny CLIP, which is not on the Hub.")
+    if not info.dataset_repo:
+        out.append(
+            "The dataset was not published with this model: export the collection"
+            f" (“{_cell(info.collection or '')}”) to `path/to/export` first."
+        )
+    return out
+
+
 def _mmdemo_sections(info: ModelCardInfo) -> str:
-    base = _hub_link(info.base_model_id) if info.base_model_id else f"`{_cell(info.base_model)}`"
+    base = _base_line(info)
     out = [
         "## Finetuned with mmdemo",
         "",
@@ -211,23 +446,22 @@ def _mmdemo_sections(info: ModelCardInfo) -> str:
         f" hand-labeled hard negatives, using mmdemo (run `{_cell(info.run_name)}`).",
         "It embeds images and captions into the same space: encode one modality per call.",
         "",
-        "```python",
-        "from PIL import Image",
-        "from sentence_transformers import SentenceTransformer",
+        "### Usage",
         "",
-        f'model = SentenceTransformer("{info.repo_id}")',
-        'images = model.encode([Image.open("photo.jpg")])',
-        'captions = model.encode(["a red bicycle leaning on a wall"])',
-        "print(model.similarity(captions, images))",
-        "```",
+        "`pip install -U sentence-transformers`, then:",
+        "",
+        _code_block(usage_snippet(info.repo_id, info.examples)),
         "",
         "### Base model",
         "",
-        f"- {base}",
-        "",
-        "### Training data",
-        "",
     ]
+    if info.base_model_id:
+        out.append(f"- {base}")
+    elif info.is_tiny_base:
+        out.append(f"- {TINY_BASE_DESCRIPTION}")
+    else:
+        out.append(f"- {_cell(info.base_model)} (not on the Hub)")
+    out += ["", "### Training data", ""]
     if info.dataset_repo:
         out.append(f"- Dataset: {_hub_link(info.dataset_repo, 'dataset')}")
     if info.collection:
@@ -237,25 +471,20 @@ def _mmdemo_sections(info: ModelCardInfo) -> str:
         out.append("- Not recorded.")
     if info.hyperparameters:
         out += ["", "### Hyper-parameters", "", _hyperparameter_table(info.hyperparameters)]
-    table = metrics_table(info.metrics)
-    if table:
-        out += [
-            "",
-            "### Evaluation: base vs finetuned",
-            "",
-            "Retrieval on the held-out split of the collection (text → image: captions as"
-            " queries, images as the corpus; image → text the other way round).",
-            "",
-            table,
-        ]
+    out += _evaluation_section(info)
     probe = probe_section(info.metrics.get("probe"))
     if probe:
         out += ["", "### Attribute-binding probe", "", probe]
     if info.examples:
-        out += ["", "### Example images from the training data", ""]
+        out += ["", "### Example images (eval split)", ""]
         out += ["| image | caption |", "|---|---|"]
         out += [f"| ![{_cell(e.caption)}]({e.path}) | {_cell(e.caption)} |" for e in info.examples]
     return "\n".join(out) + "\n"
+
+
+_ST_USAGE = re.compile(
+    r"^### Direct Usage \(Sentence Transformers\)\n.*?^```python\n.*?^```[ \t]*\n", re.S | re.M
+)
 
 
 def render_model_card(info: ModelCardInfo) -> str:
@@ -276,6 +505,12 @@ def render_model_card(info: ModelCardInfo) -> str:
             f"- **Training Dataset:** {_hub_link(info.dataset_repo, 'dataset')}",
             body,
         )
+    # Its snippet mixes captions and image paths in one encode call, which CLIP refuses.
+    body = _ST_USAGE.sub(
+        "### Direct Usage (Sentence Transformers)\n\nSee *Usage* under *Finetuned with mmdemo*"
+        " above: captions and images go to separate `encode` calls.\n\n",
+        body,
+    )
     ours = _mmdemo_sections(info)
     marker = body.find("\n## Model Details")
     if not body.strip():

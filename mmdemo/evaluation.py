@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mmdemo.images import load_rgb, train_path
+from mmdemo.images import image_path, load_rgb, train_path
 from mmdemo.settings import Settings
 from mmdemo.store import Store
 
@@ -251,3 +251,93 @@ def evaluate_model(
     return retrieval_metrics(
         encoded.text_emb, encoded.image_emb, encoded.captions, encoded.image_ids
     )
+
+
+# -- the evaluation a stranger can reproduce ---------------------------------------------------
+IR_METRIC_KEYS = ("accuracy@1", "accuracy@5", "accuracy@10", "mrr@10", "ndcg@10")
+"""What a published card reports; ``accuracy@k`` is this module's ``recall@k`` (the hit rate)."""
+
+
+@dataclass(frozen=True)
+class PublishedPair:
+    """One pair as a published dataset holds it: caption, image id and the decoded image."""
+
+    caption: str
+    image_id: str
+    image: Any
+
+
+def published_pairs(
+    store: Store, settings: Settings, collection_id: int, split: str = "eval"
+) -> list[PublishedPair]:
+    """A split's pairs with their images decoded exactly as ``datasets`` decodes the export.
+
+    The export embeds the stored originals' bytes in an ``Image()`` column; decoding the same
+    bytes with the same feature gives the very pixels someone loading the published dataset gets.
+    Pairs whose original is missing are left out, as the export leaves them out.
+    """
+    import datasets
+
+    feature = datasets.Image()
+    rows = []
+    for pair in store.list_pairs(collection_id, split=split):
+        info = store.image_info(pair.image_sha256)
+        if info is None:
+            continue
+        try:
+            data = image_path(settings.images_dir, pair.image_sha256, info["ext"]).read_bytes()
+        except OSError:
+            continue
+        image = feature.decode_example({"bytes": data, "path": None})
+        rows.append(PublishedPair(pair.caption, pair.image_sha256, image))
+    return rows
+
+
+def ir_evaluators(pairs: Sequence[PublishedPair], batch_size: int = 32) -> dict[str, Any]:
+    """sentence-transformers ``InformationRetrievalEvaluator``s for both directions.
+
+    Same conventions as :func:`retrieval_metrics`: distinct captions query the distinct images
+    (every image paired with the exact caption is relevant) and the other way round. The
+    published card's snippet builds exactly these from the published dataset.
+    """
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+    if not pairs:
+        raise EvaluationError("There are no pairs to evaluate.")
+    captions: dict[str, str] = {}
+    images: dict[str, Any] = {}
+    t2i: dict[str, set[str]] = {}
+    i2t: dict[str, set[str]] = {}
+    for pair in pairs:
+        captions[pair.caption] = pair.caption
+        images.setdefault(pair.image_id, pair.image)
+        t2i.setdefault(pair.caption, set()).add(pair.image_id)
+        i2t.setdefault(pair.image_id, set()).add(pair.caption)
+    settings = {
+        "accuracy_at_k": [1, 5, 10],
+        "precision_recall_at_k": [10],
+        "batch_size": batch_size,
+        "write_csv": False,
+    }
+    return {
+        "t2i": InformationRetrievalEvaluator(captions, images, t2i, name="t2i", **settings),
+        "i2t": InformationRetrievalEvaluator(images, captions, i2t, name="i2t", **settings),
+    }
+
+
+def ir_metrics(model: Any, evaluators: dict[str, Any]) -> dict[str, dict[str, float | int]]:
+    """Run :func:`ir_evaluators` on ``model``: ``{"t2i": {"accuracy@1": …, "queries": n}, …}``."""
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    try:
+        out: dict[str, dict[str, float | int]] = {}
+        for name, evaluator in evaluators.items():
+            results = evaluator(model)
+            prefix = f"{name}_{model.similarity_fn_name}_"
+            found: dict[str, float | int] = {k: float(results[prefix + k]) for k in IR_METRIC_KEYS}
+            found["queries"] = len(evaluator.queries)
+            out[name] = found
+        return out
+    finally:
+        if was_training:
+            model.train()

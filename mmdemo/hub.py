@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from mmdemo.cards import (
+    CardEvaluation,
     CardExample,
     ModelCardInfo,
     finish_dataset_card,
     public_hyperparameters,
     render_model_card,
+    scrub_paths,
 )
 from mmdemo.hub_client import (
     DryRunPublisher,
@@ -49,7 +51,7 @@ from mmdemo.hub_client import (
     resolve_token,
     translate_error,
 )
-from mmdemo.images import thumb_path
+from mmdemo.images import thumb_path, train_path
 from mmdemo.settings import Settings
 from mmdemo.store import Store, StoreError
 
@@ -80,6 +82,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int | None, str], None]
+ModelLoader = Callable[[str], Any]
+"""Loads a model by its spec (a Hub id or a folder); the app passes its shared model cache."""
 IF_EXISTS = ("ask", "overwrite", "pr")
 EXAMPLE_IMAGES = 4
 # Files a training run keeps beside the model that are not part of the model.
@@ -253,6 +257,28 @@ def hub_model_id(base_model: str) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class BaseModelName:
+    """How a card names a run's base model: never by a server path."""
+
+    label: str
+    hub_id: str | None
+    is_tiny: bool
+
+
+def describe_base_model(base_model: str) -> BaseModelName:
+    """The Hub id of the base model, or what it is when it has none (the tiny CLIP, a folder)."""
+    from mmdemo.models import TINY_MODEL_DIRNAME
+
+    hub_id = hub_model_id(base_model)
+    if hub_id:
+        return BaseModelName(hub_id, hub_id, False)
+    name = Path(base_model or "").name
+    if name == TINY_MODEL_DIRNAME:
+        return BaseModelName("mmdemo's built-in tiny CLIP", None, True)
+    return BaseModelName(f"a local model folder named “{name or 'unknown'}”", None, False)
+
+
 def _run_json(text: str | None, fallback: Path | None) -> dict:
     from_file = fallback.read_text(encoding="utf-8") if fallback and fallback.is_file() else None
     for raw in (text, from_file):
@@ -268,12 +294,16 @@ def _run_json(text: str | None, fallback: Path | None) -> dict:
 
 
 def _example_pairs(store: Store, settings: Settings, collection_id: int) -> list[tuple[Path, str]]:
+    """Up to :data:`EXAMPLE_IMAGES` eval pairs (their 224-pixel copies) for the card."""
     picked: list[tuple[Path, str]] = []
-    for split in ("test", "eval", "train"):
-        for pair in store.list_pairs(collection_id, split=split, limit=EXAMPLE_IMAGES * 2):
-            thumb = thumb_path(settings.images_dir, pair.image_sha256)
-            if thumb.is_file() and len(picked) < EXAMPLE_IMAGES:
-                picked.append((thumb, pair.caption))
+    for pair in store.list_pairs(collection_id, split="eval", limit=EXAMPLE_IMAGES * 2):
+        for image in (
+            train_path(settings.images_dir, pair.image_sha256),
+            thumb_path(settings.images_dir, pair.image_sha256),
+        ):
+            if image.is_file() and len(picked) < EXAMPLE_IMAGES:
+                picked.append((image, pair.caption))
+                break
     return picked
 
 
@@ -291,8 +321,60 @@ def _collection_facts(store: Store, collection_id: int | None) -> tuple[str | No
     return name, counts
 
 
+def _default_loader(spec: str) -> Any:
+    from mmdemo.models import load_model
+
+    return load_model(spec)
+
+
+def _evaluate_for_card(
+    store: Store,
+    settings: Settings,
+    collection_id: int | None,
+    base_model: str,
+    staged_model: Path,
+    load_model: ModelLoader | None,
+) -> CardEvaluation | None:
+    """Both models on the eval split's published images (``None`` when there is no eval split).
+
+    The finetuned model is loaded from the staging folder, i.e. exactly the files uploaded.
+    """
+    from mmdemo.evaluation import ir_evaluators, ir_metrics, published_pairs
+    from mmdemo.models import load_model as load_fresh
+
+    if collection_id is None:
+        return None
+    pairs = published_pairs(store, settings, collection_id, "eval")
+    if not pairs:
+        return None
+    evaluators = ir_evaluators(pairs)
+    finetuned = ir_metrics(load_fresh(str(staged_model), fresh=True), evaluators)
+    base, note = None, ""
+    try:
+        base = ir_metrics((load_model or _default_loader)(base_model), evaluators)
+    except Exception as exc:  # noqa: BLE001 - the card says why the column is missing
+        note = f"the base model could not be loaded when publishing ({exc})"
+        log.warning("Card evaluation without the base model: %s", exc)
+    return CardEvaluation("eval", len(pairs), finetuned, base, note)
+
+
+def _server_roots(settings: Settings, *paths: object) -> list[str]:
+    """Folders of this machine whose paths must not reach a published card."""
+    roots = {str(settings.home), tempfile.gettempdir(), str(Path.home())}
+    for path in (settings.home, *paths):
+        if path and Path(str(path)).is_absolute():
+            roots |= {str(path), str(Path(str(path)).resolve())}
+    return sorted(roots)
+
+
 def _stage_model(
-    store: Store, settings: Settings, run_name: str, repo_id: str, dataset_repo: str | None
+    store: Store,
+    settings: Settings,
+    run_name: str,
+    repo_id: str,
+    dataset_repo: str | None,
+    load_model: ModelLoader | None = None,
+    report: Callable[[int, str], None] | None = None,
 ) -> Path:
     """Write the model folder to upload into a fresh staging folder and return it."""
     try:
@@ -313,6 +395,7 @@ def _stage_model(
     metrics = _run_json(run.metrics_json, run_dir / "metrics.json")
     st_card = model_dir / "README.md"
     collection, counts = _collection_facts(store, run.collection_id)
+    base = describe_base_model(run.base_model)
     settings.ensure_dirs()
     staging = Path(tempfile.mkdtemp(prefix="publish-model-", dir=settings.tmp_dir))
     try:
@@ -320,26 +403,38 @@ def _stage_model(
             _link_or_copy(model_dir / rel, staging / rel)
         examples = []
         if run.collection_id is not None:
-            for index, (thumb, caption) in enumerate(
+            for index, (image, caption) in enumerate(
                 _example_pairs(store, settings, run.collection_id), start=1
             ):
                 rel = f"assets/example-{index}.jpg"
-                _link_or_copy(thumb, staging / rel)
+                _link_or_copy(image, staging / rel)
                 examples.append(CardExample(rel, caption))
+        if report is not None:
+            report(2, "measuring both models on the eval split's published images")
+        evaluation = _evaluate_for_card(
+            store, settings, run.collection_id, run.base_model, staging, load_model
+        )
+        hyperparameters = public_hyperparameters(config)
+        if "base_model" in hyperparameters:
+            hyperparameters["base_model"] = base.label
         info = ModelCardInfo(
             repo_id=repo_id,
             run_name=run_name,
-            base_model=run.base_model,
-            base_model_id=hub_model_id(run.base_model),
+            base_model=base.label,
+            base_model_id=base.hub_id,
             st_card=st_card.read_text(encoding="utf-8") if st_card.is_file() else "",
             collection=collection,
             dataset_repo=dataset_repo,
             data_counts=counts,
-            hyperparameters=public_hyperparameters(config),
+            hyperparameters=hyperparameters,
             metrics=metrics,
             examples=tuple(examples),
+            evaluation=evaluation,
+            is_tiny_base=base.is_tiny,
         )
-        (staging / "README.md").write_text(render_model_card(info), encoding="utf-8")
+        roots = _server_roots(settings, run_dir, model_dir, run.base_model, staging)
+        card = scrub_paths(render_model_card(info), roots)
+        (staging / "README.md").write_text(card, encoding="utf-8")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -357,8 +452,12 @@ def publish_model(
     dataset_repo: str | None = None,
     if_exists: str = "ask",
     progress: ProgressFn | None = None,
+    load_model: ModelLoader | None = None,
 ) -> PublishResult:
     """Publish a finished run's model with its card; see the module docstring.
+
+    The card's evaluation is measured here on the eval split's published images, with the base
+    model from ``load_model`` (default :func:`mmdemo.models.load_model`).
 
     Raises :class:`RepoExists` when the repo has files and ``if_exists="ask"``, and
     :class:`PublishError` for everything else (checked names before any request).
@@ -370,7 +469,7 @@ def publish_model(
     report(1, f"checking {repo_id}")
     existing = _existing(publisher, repo_id, "model", if_exists)
     report(2, "preparing the model files and card")
-    staging = _stage_model(store, settings, run_name, repo_id, dataset_repo)
+    staging = _stage_model(store, settings, run_name, repo_id, dataset_repo, load_model, report)
     try:
         result = _upload(
             publisher,

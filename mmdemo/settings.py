@@ -90,6 +90,11 @@ class Settings:
         return self.home / "tmp"
 
     @property
+    def downloads_dir(self) -> Path:
+        """Files the browser may download (dry-run zips); served, so nothing else goes here."""
+        return self.home / "downloads"
+
+    @property
     def max_zip_total_bytes(self) -> int:
         return self.max_zip_total_mb * 1024 * 1024
 

@@ -25,6 +25,14 @@ def settings(tmp_path: Path) -> Settings:
     return s
 
 
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in tiny CLIP, built once per test session in a folder named like the app's."""
+    from mmdemo.models import TINY_MODEL_DIRNAME, build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("shared-tiny") / TINY_MODEL_DIRNAME, seed=0)
+
+
 @pytest.fixture
 def store(settings: Settings):
     st = Store(settings.db_path)

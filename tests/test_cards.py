@@ -5,6 +5,8 @@ from __future__ import annotations
 import yaml
 
 from mmdemo.cards import (
+    TINY_BASE_DESCRIPTION,
+    CardEvaluation,
     CardExample,
     ModelCardInfo,
     finish_dataset_card,
@@ -12,7 +14,9 @@ from mmdemo.cards import (
     probe_section,
     public_hyperparameters,
     render_model_card,
+    scrub_paths,
     split_front_matter,
+    usage_snippet,
 )
 
 ST_CARD = """---
@@ -97,8 +101,9 @@ def test_model_card_without_sentence_transformers_card_or_hub_ids_is_still_valid
     card = render_model_card(
         _info(
             st_card="",
-            base_model="/home/me/models/tiny-clip",
+            base_model="mmdemo's built-in tiny CLIP",
             base_model_id=None,
+            is_tiny_base=True,
             dataset_repo=None,
             collection=None,
             data_counts={},
@@ -110,8 +115,9 @@ def test_model_card_without_sentence_transformers_card_or_hub_ids_is_still_valid
     assert "base_model" not in meta and "datasets" not in meta
     assert meta["library_name"] == "sentence-transformers"
     assert body.startswith("# my-clip")
-    assert "`/home/me/models/tiny-clip`" in body and "Not recorded." in body
+    assert TINY_BASE_DESCRIPTION in body and "Not recorded." in body
     assert "base vs finetuned" not in body
+    assert "widget" not in meta, "no examples, no widget"
 
 
 def test_metrics_table_keeps_metric_order_and_marks_missing_values():
@@ -175,3 +181,98 @@ def test_finish_dataset_card_sets_repo_id_authors_and_model_link():
     assert "[alice/clip](https://huggingface.co/alice/clip)" in card
     assert card.index("## Authors") < card.index("## License")
     assert "- Not recorded." in finish_dataset_card("# x\n", "a/b", [])
+
+
+ST_CARD_WITH_LOCAL_PATHS = """---
+tags:
+- sentence-transformers
+widget:
+- source_sentence: a red square
+  sentences:
+  - /srv/home/images/ab/abc.train.jpg
+pipeline_tag: sentence-similarity
+library_name: sentence-transformers
+---
+
+# SentenceTransformer
+
+## Model Details
+
+## Usage
+
+### Direct Usage (Sentence Transformers)
+
+```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("sentence_transformers_model_id")
+sentences = [
+    'a red square',
+    '/srv/home/images/ab/abc.train.jpg',
+]
+embeddings = model.encode(sentences)
+```
+
+## Training Details
+
+  | <code>a red square</code> | <code>/srv/home/images/ab/abc.train.jpg</code> |
+"""
+
+
+def test_card_drops_sentence_transformers_mixed_snippet_and_its_local_widget():
+    examples = (CardExample("assets/example-1.jpg", 'a "quoted" ```fence``` caption'),)
+    card = render_model_card(_info(st_card=ST_CARD_WITH_LOCAL_PATHS, examples=examples))
+    meta, body = split_front_matter(card)
+    assert meta["widget"] == [
+        {"source_sentence": examples[0].caption, "sentences": ["assets/example-1.jpg"]}
+    ]
+    assert "sentences = [" not in body, "the mixed text+image encode call is gone"
+    assert "See *Usage* under *Finetuned with mmdemo*" in body
+    # The caption's backticks cannot close the snippet's fence early.
+    assert "````python" in body
+    scrubbed = scrub_paths(card, ["/srv/home"])
+    assert "/srv/home" not in scrubbed
+    assert "<code>(image)</code>" in scrubbed
+
+
+def test_scrub_paths_replaces_only_paths_under_the_given_roots():
+    text = (
+        "see /srv/home/images/a.jpg, /srv/home/runs/r1/config.json and /srv/homework/x.png;"
+        " https://huggingface.co/srv/home stays"
+    )
+    out = scrub_paths(text, ["/srv/home", "/"])
+    assert out.startswith("see (image), (local file) and /srv/homework/x.png;")
+    assert "https://huggingface.co/srv/home stays" in out
+
+
+def test_usage_snippet_runs_on_a_model_folder_without_examples(tiny_clip_dir):
+    code = usage_snippet(str(tiny_clip_dir), ())
+    printed = _run_code(code)
+    assert "tensor(" in printed
+
+
+def test_card_evaluation_section_says_how_it_was_measured_and_why_base_is_missing():
+    evaluation = CardEvaluation(
+        "eval",
+        12,
+        {"t2i": {"accuracy@1": 0.5, "queries": 10}, "i2t": {"accuracy@1": 0.25, "queries": 12}},
+        None,
+        "the base model could not be loaded when publishing (offline)",
+    )
+    card = render_model_card(_info(evaluation=evaluation))
+    assert "12 pairs, 10 distinct captions and 12 distinct images" in card
+    assert "| text → image | accuracy@1 | – | 0.5000 |  |" in card
+    assert "No base column: the base model could not be loaded when publishing (offline)." in card
+    assert 'load_dataset("alice/signs", "pairs", split="eval")' in card
+    assert 'SentenceTransformer("sentence-transformers/clip-ViT-B-32")` it gives the base' in card
+    assert "recall@1 | 0.5000 | 0.7500" not in card, "training-time numbers are replaced"
+
+
+def _run_code(code: str) -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "<card snippet>", "exec"), {"__name__": "__card__"})  # noqa: S102
+    return out.getvalue()

@@ -173,6 +173,7 @@ def test_dry_run_zip_holds_a_model_that_encodes_and_a_dataset_that_loads(
     assert visible(outcome.download) is True and visible(outcome.ask) is False
     archive = Path(outcome.download["value"])
     assert archive.name == "mmdemo-dry-run-shapes-clip.zip"
+    assert archive.parent.parent == published.settings.downloads_dir, "zips stay in MMDEMO_HOME"
     with zipfile.ZipFile(archive) as z:
         names = set(z.namelist())
         z.extractall(tmp_path / "unzipped")
@@ -197,8 +198,8 @@ def test_dry_run_zip_holds_a_model_that_encodes_and_a_dataset_that_loads(
     card = (tmp_path / "unzipped" / "model" / "README.md").read_text()
     preview = outcome.preview["value"]
     assert visible(outcome.preview) is True
-    assert "| text → image | recall@1 | 0.2500 | 0.7500 | +0.5000 |" in card
-    assert "| text → image | recall@1 | 0.2500 | 0.7500 | +0.5000 |" in preview
+    row = next(line for line in card.splitlines() if "| text → image | accuracy@1 |" in line)
+    assert row in preview, "the preview shows the card's evaluation table"
     assert "```yaml" in preview and "base_model: sentence-transformers/clip-ViT-B-32" in preview
     assert "](assets/example-1.jpg)" in card and "![" not in preview
     assert "`assets/example-1.jpg`" in preview
@@ -281,7 +282,8 @@ def test_push_uploads_the_dry_run_files_with_the_pasted_token(
     assert creates == [("alice/shapes", True), ("alice/shapes-clip", True)]
     remote = api.repos[("model", "alice/shapes-clip")]
     assert {"modules.json", "model.safetensors", "README.md"} <= set(remote)
-    assert b"0.7500" in remote["README.md"] and b"datasets/alice/shapes" in remote["README.md"]
+    card = remote["README.md"]
+    assert b"| text \xe2\x86\x92 image | accuracy@1 |" in card and b"datasets/alice/shapes" in card
     assert any(p.endswith(".parquet") for p in api.repos[("dataset", "alice/shapes")])
     assert progress.calls[-1][0] == (10, 10)
 
@@ -546,7 +548,7 @@ def test_user_text_in_the_publish_tab_is_text(published: Services, tiny_clip: Pa
     hostile = "<b>x</b>"
     fill_collection(published, hostile)
     coll = store.collection(hostile)
-    pair = store.list_pairs(coll.id)[0]
+    pair = store.list_pairs(coll.id, split="eval")[0]  # the card's examples come from eval
     store.update_pair(pair.id, caption="<img src=x onerror=alert(1)>")
     make_run(published, tiny_clip, coll.id, name="<i>r</i>")
 

@@ -113,13 +113,14 @@ def build_app(services: Services) -> gr.Blocks:
 def launch_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``Blocks.launch``: where to listen and what to allow.
 
-    Only the image folder may be served; uploads are capped at ``settings.max_upload_mb``.
+    Only the image folder and the downloads folder (dry-run zips) may be served; uploads are
+    capped at ``settings.max_upload_mb``.
     """
     return {
         "server_name": settings.host,
         "server_port": settings.port,
         "max_file_size": settings.max_upload_mb * 1024 * 1024,
-        "allowed_paths": [str(settings.images_dir)],
+        "allowed_paths": [str(settings.images_dir), str(settings.downloads_dir)],
         "css": APP_CSS,
         "ssr_mode": False,
         "mcp_server": False,

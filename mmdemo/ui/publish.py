@@ -57,7 +57,8 @@ def build_publish(services: Services, shared: Shared) -> None:
         with gr.Column():
             collection = gr.Dropdown(
                 label="Collection",
-                info="Published as a dataset: pairs and triplets configs, images embedded.",
+                info="Published as a dataset: pairs (images embedded), plus triplets and"
+                " also_positive once labeled.",
                 elem_id="mm-pub-collection",
                 choices=[],
                 value=None,

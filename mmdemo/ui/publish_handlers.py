@@ -40,6 +40,7 @@ from mmdemo.hub import (
 )
 from mmdemo.importers import ImportFailed
 from mmdemo.services import Services
+from mmdemo.settings import Settings
 from mmdemo.store import StoreError
 from mmdemo.text import md
 from mmdemo.ui.common import collection_names, progress_callback
@@ -54,7 +55,6 @@ from mmdemo.ui.publish_view import (
     result_lines,
 )
 
-DOWNLOADS_FOLDER = "mmdemo-dry-runs"
 DOWNLOAD_MAX_AGE_S = 3600
 """Dry-run zips older than this are swept at the next dry run (Gradio serves its own copy)."""
 
@@ -116,6 +116,7 @@ def _publish(
                     dataset_repo=targets.dataset_repo,
                     if_exists=if_exists,
                     progress=_scaled(progress, len(done), count),
+                    load_model=services.models.get,
                 )
             )
     except PublishError as exc:
@@ -133,9 +134,10 @@ def _sweep_downloads(folder: Path) -> None:
             continue
 
 
-def downloads_dir() -> Path:
-    """Where dry-run zips go: the system temp folder, which Gradio may serve from."""
-    folder = Path(tempfile.gettempdir()) / DOWNLOADS_FOLDER
+def downloads_dir(settings: Settings) -> Path:
+    """A fresh folder for one dry-run zip under ``settings.downloads_dir`` (which the app serves);
+    zips older than :data:`DOWNLOAD_MAX_AGE_S` are removed first."""
+    folder = settings.downloads_dir
     folder.mkdir(parents=True, exist_ok=True)
     _sweep_downloads(folder)
     return Path(tempfile.mkdtemp(prefix="dry-run-", dir=folder))
@@ -152,8 +154,8 @@ def dry_run(
 ) -> PublishOutcome:
     """Write exactly the files a push would upload and offer them as one zip; no network.
 
-    The files are written under ``settings.tmp_dir`` (removed once zipped); the zip goes to a
-    folder of the system temp dir that Gradio may serve, swept after an hour.
+    The files are written under ``settings.tmp_dir`` (removed once zipped); the zip goes to
+    ``settings.downloads_dir``, which the app serves, and is removed an hour later.
     """
     settings = services.settings
     try:
@@ -176,7 +178,7 @@ def dry_run(
         kind = "model" if targets.model_repo else "dataset"
         card = (out / kind / "README.md").read_text(encoding="utf-8")
         preview = f"### Preview of `{kind}/README.md`, the {kind} card\n\n{card_preview(card)}"
-        archive = zip_folder(out, downloads_dir() / f"mmdemo-dry-run-{targets.slug}.zip")
+        archive = zip_folder(out, downloads_dir(settings) / f"mmdemo-dry-run-{targets.slug}.zip")
     except PublishError as exc:
         return failure(str(exc))
     finally:
