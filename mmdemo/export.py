@@ -17,6 +17,7 @@ dict by :func:`render_dataset_card` so the publisher can reuse it. The export is
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -362,6 +363,21 @@ class _ParquetSink:
         self.writer.close()
         return self.rows
 
+    def content_named(self, root: Path) -> str:
+        """Rename the closed file to ``<name>-<12 hex of its SHA-256>.parquet``; return its path
+        relative to ``root``.
+
+        ``datasets`` caches a local folder's configs by the folder's name and the card's
+        ``configs``, not by the files' content: two exports with the same layout (a re-export
+        after more labeling, or another collection exported to a folder of the same name) would
+        load each other's cached rows. A content-named file makes every different export a
+        different config.
+        """
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        target = self.path.with_name(f"{self.path.stem}-{digest}{self.path.suffix}")
+        self.path.rename(target)
+        return target.relative_to(root).as_posix()
+
 
 def _timestamp(epoch: float | None) -> dt.datetime | None:
     return None if epoch is None else dt.datetime.fromtimestamp(epoch, tz=dt.UTC)
@@ -416,7 +432,7 @@ def _write_pairs(
                 written.add(pair.id)
             tick(f"pairs/{split}: pair {pair.id}")
         if sink.close():
-            files[split] = rel
+            files[split] = sink.content_named(tmp)
         else:
             (tmp / rel).unlink()
     return files, written
@@ -474,7 +490,7 @@ def _write_labels(
             tick(f"{config}/{split}: label {label.id}")
         counts[split] = sink.close()
         if counts[split]:
-            files[split] = rel
+            files[split] = sink.content_named(tmp)
         else:
             (tmp / rel).unlink()
     # No rows, no file: the config is then left out of the card (an empty split does not load).

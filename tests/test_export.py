@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import datasets
@@ -147,7 +148,8 @@ def test_export_loads_with_datasets(store, settings, tmp_path, monkeypatch):
     assert not out.with_name("export.partial").exists()
     assert is_mmdemo_export(out)
 
-    assert pq.ParquetFile(out / "pairs" / "train.parquet").metadata.num_row_groups == 2
+    (train_file,) = (out / "pairs").glob("train-*.parquet")
+    assert pq.ParquetFile(train_file).metadata.num_row_groups == 2
     pairs = _load(out, "pairs", tmp_path)
     assert set(pairs) == {"train", "eval"}
     assert pairs["train"].column_names[:2] == ["image", "caption"]
@@ -209,10 +211,9 @@ def test_dataset_card(store, settings, tmp_path):
     configs = {c["config_name"]: c for c in meta["configs"]}
     assert set(configs) == {"pairs", "triplets", "also_positive"}
     assert configs["pairs"]["default"] is True
-    assert {f["split"]: f["path"] for f in configs["pairs"]["data_files"]} == {
-        "train": "pairs/train.parquet",
-        "eval": "pairs/eval.parquet",
-    }
+    paths = {f["split"]: f["path"] for f in configs["pairs"]["data_files"]}
+    assert set(paths) == {"train", "eval"}
+    assert all(re.fullmatch(rf"pairs/{s}-[0-9a-f]{{12}}\.parquet", p) for s, p in paths.items())
     for entry in meta["configs"]:
         for data_file in entry["data_files"]:
             assert (out / data_file["path"]).is_file()
@@ -365,3 +366,23 @@ def test_missing_image_file_is_skipped_not_fatal(store, settings, tmp_path):
     assert ("pair " + str(lost.id), "image file missing from the store") in summary.skipped
     assert summary.image_negatives == 2
     assert any(item.startswith("label ") for item, _ in summary.skipped)
+
+
+def test_exports_to_folders_of_the_same_name_load_their_own_rows(store, settings, tmp_path):
+    """datasets caches a local folder by its name and card, not its content: content-named files
+    keep two different exports (or a re-export after more labeling) from loading stale rows."""
+    import datasets
+
+    build_labeled_collection(store, settings)
+    first = tmp_path / "a" / "export"
+    export_collection(store, settings, "demo", first)
+    demo = store.collection("demo")
+    pair = store.list_pairs(demo.id, split="train")[0]
+    store.update_pair(pair.id, caption="an edited caption after the first export")
+    second = tmp_path / "b" / "export"
+    export_collection(store, settings, "demo", second)
+    # The default cache, as a person loading both folders would have it.
+    loaded_first = datasets.load_dataset(str(first), "pairs", split="train")
+    loaded_second = datasets.load_dataset(str(second), "pairs", split="train")
+    assert "an edited caption after the first export" not in loaded_first["caption"]
+    assert "an edited caption after the first export" in loaded_second["caption"]
