@@ -241,6 +241,19 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, oom_type) or "out of memory" in str(exc).lower()
 
 
+def _text_usage_examples(model: Any, store: Store, collection_id: int) -> None:
+    """Give sentence-transformers' card text-only usage examples before it is saved.
+
+    On save it encodes its usage examples in one call; the ones it takes from our training rows
+    mix captions and image paths, which CLIP refuses ("This batch mixes multiple modalities").
+    The published card brings its own snippet (:mod:`mmdemo.cards`).
+    """
+    card = getattr(model, "model_card_data", None)
+    captions = [p.caption for p in store.list_pairs(collection_id, split="train", limit=12)]
+    if card is not None and captions:
+        card.usage_examples = list(dict.fromkeys(captions))[:3]
+
+
 def run_training(
     store: Store,
     settings: Settings,
@@ -366,6 +379,7 @@ def run_training(
             result.message = _summary(metrics, result, callback.stop_reason)
         if is_main:
             board.update(phase="saving", metrics=dict(metrics), message="Saving the model.")
+            _text_usage_examples(model, store, found.id)
             model.save_pretrained(str(writer.path / MODEL_DIRNAME))
             writer.write_json("metrics.json", metrics)
     except _Cancelled:

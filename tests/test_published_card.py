@@ -13,6 +13,7 @@ import ast
 import contextlib
 import dataclasses
 import io
+import logging
 import re
 import tempfile
 from pathlib import Path
@@ -53,20 +54,45 @@ def published(tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path) -> 
         store.add_label(train[0].id, "negative", negative_caption="a purple moon", author="bob")
         store.add_label(train[2].id, "also-positive", negative_sha256=train[3].image_sha256)
         config = dataclasses.replace(default_config(True), epochs=2)
-        result = run_training(
-            store,
-            settings,
-            DEMO_COLLECTION,
-            config,
-            run_name="run-1",
-            base_model=str(tiny_clip_dir),
-        )
+        warnings = _Collect()
+        logging.getLogger("sentence_transformers").addHandler(warnings)
+        try:
+            result = run_training(
+                store,
+                settings,
+                DEMO_COLLECTION,
+                config,
+                run_name="run-1",
+                base_model=str(tiny_clip_dir),
+            )
+        finally:
+            logging.getLogger("sentence_transformers").removeHandler(warnings)
         assert result.status == "finished", result.message
     finally:
         store.close()
     out = root / "dry"
     push_command(settings, "run-1", MODEL_REPO, DATASET_REPO, None, False, out)
-    return {"settings": settings, "out": out, "tiny": tiny_clip_dir, "root": root}
+    return {
+        "settings": settings,
+        "out": out,
+        "tiny": tiny_clip_dir,
+        "root": root,
+        "log": warnings.messages,
+    }
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_saving_the_run_logs_no_card_error(published: dict):
+    """sentence-transformers encodes its card's usage examples on save: they must be encodable."""
+    assert not [m for m in published["log"] if "usage snippet" in m or "modalities" in m]
 
 
 def _card(published: dict) -> str:
