@@ -47,6 +47,26 @@ def _open_store(settings: Settings):
     return Store(settings.db_path, settings.max_caption_chars)
 
 
+def _ensure_named_demo(settings: Settings, args: argparse.Namespace) -> None:
+    """Build the demo collection first when a command names it, as the app does on start.
+
+    Every command with ``--collection`` gets this, so the README's examples work on a fresh
+    home. Concurrent processes (``torchrun`` ranks) are safe: the build holds a file lock.
+    """
+    from mmdemo.demo_data import DEMO_COLLECTION, ensure_demo_collection
+
+    name = getattr(args, "collection", None)
+    if not isinstance(name, str) or name.strip() != DEMO_COLLECTION:
+        return
+    store = _open_store(settings)
+    try:
+        if store.find_collection(DEMO_COLLECTION) is None:
+            print(f"demo: creating {DEMO_COLLECTION!r} (first use)", file=sys.stderr, flush=True)
+        ensure_demo_collection(store, settings, progress=_progress_printer("demo"))
+    finally:
+        store.close()
+
+
 # -- commands ------------------------------------------------------------------------------
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> object:
     from mmdemo.services import Services
@@ -123,13 +143,10 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> object:
 
 
 def cmd_split(settings: Settings, args: argparse.Namespace) -> object:
-    from mmdemo.demo_data import DEMO_COLLECTION, ensure_demo_collection
     from mmdemo.splits import make_splits
 
     store = _open_store(settings)
     try:
-        if args.collection.strip() == DEMO_COLLECTION:  # built on first use, as the app does
-            ensure_demo_collection(store, settings, progress=_progress_printer("demo"))
         collection = store.collection(args.collection)
         change = make_splits(
             store, collection.id, eval_share=args.eval, test_share=args.test, seed=args.seed
@@ -382,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             port=getattr(args, "port", None),
             base_model=getattr(args, "base_model", None) if args.command == "serve" else None,
         )
+        _ensure_named_demo(settings, args)
         result = COMMANDS[args.command](settings, args)
     except KeyboardInterrupt:
         print("mmdemo: interrupted", file=sys.stderr)

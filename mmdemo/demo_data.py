@@ -16,10 +16,12 @@ import io
 import random
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from mmdemo.ingest import ImportReport, ProgressFn, ingest_item
+from mmdemo.locks import file_lock
 from mmdemo.settings import Settings
 from mmdemo.store import Collection, Store, StoreError
 
@@ -265,6 +267,11 @@ def generate_demo_scenes(n: int, seed: int = 0) -> list[DemoScene]:
 
 
 # -- the collection ------------------------------------------------------------------------------
+def demo_lock_path(settings: Settings) -> Path:
+    """The lock file that serialises building the demo collection in one home."""
+    return settings.home / "locks" / "demo-collection.lock"
+
+
 def ensure_demo_collection(
     store: Store,
     settings: Settings,
@@ -274,11 +281,25 @@ def ensure_demo_collection(
     """Create the demo collection (``settings.demo_pairs`` scenes) unless it already exists.
 
     Fast when present: nothing is generated. The pairs go into a temporary collection that is
-    renamed when complete, so an interrupted first start never leaves a half-filled demo.
+    renamed when complete, so an interrupted first start never leaves a half-filled demo. The
+    check and the build hold :func:`demo_lock_path` (:func:`~mmdemo.locks.file_lock`): a second
+    process (another rank of ``torchrun``, the app beside the CLI) waits, then finds the finished
+    collection instead of deleting the first one's staging collection as a leftover.
     """
     existing = store.find_collection(name)
     if existing is not None:
         return existing
+    with file_lock(demo_lock_path(settings)):
+        existing = store.find_collection(name)
+        if existing is not None:  # built by another process while this one waited
+            return existing
+        return _build_demo_collection(store, settings, name, progress)
+
+
+def _build_demo_collection(
+    store: Store, settings: Settings, name: str, progress: ProgressFn | None
+) -> Collection:
+    """Generate the scenes into ``"<name> (being created)"`` and rename it (lock held)."""
     building = f"{name} (being created)"
     if store.find_collection(building) is not None:
         store.delete_collection(building)  # left over from an interrupted start
@@ -302,6 +323,6 @@ def ensure_demo_collection(
             progress(index + 1, len(scenes), scene.caption)
     try:
         return store.rename_collection(building, name)
-    except StoreError:  # another process finished first: keep theirs
+    except StoreError:  # created meanwhile by a process that does not take the lock: keep it
         store.delete_collection(building)
         return store.collection(name)

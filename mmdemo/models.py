@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from mmdemo.locks import file_lock
 from mmdemo.settings import DEFAULT_CLIP_MODEL, Settings
 
 if TYPE_CHECKING:
@@ -263,10 +264,14 @@ def ensure_tiny_model(settings: Settings) -> Path:
     """Build the tiny model once into ``models_dir/tiny-clip`` and return its path.
 
     Built in a temporary sibling folder and renamed into place, so a killed build never leaves
-    a half-written model behind.
+    a half-written model behind. The check and the build hold a file lock under
+    ``settings.home``: a second process (another ``torchrun`` rank) waits and then finds the
+    finished model, instead of replacing it as an incomplete leftover while the first loads it.
     """
     target = settings.models_dir / TINY_MODEL_DIRNAME
-    with _TINY_LOCK:
+    if _is_complete_tiny(target):
+        return target
+    with _TINY_LOCK, file_lock(settings.home / "locks" / "tiny-model.lock"):
         if _is_complete_tiny(target):
             return target
         settings.models_dir.mkdir(parents=True, exist_ok=True)

@@ -275,6 +275,8 @@ class Store:
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 with self.transaction() as conn:
+                    if self.schema_version() >= version:  # another process opening a fresh
+                        continue  # database (a torchrun rank) applied it while this one waited
                     for statement in _split_sql(_MIGRATIONS[version]):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {version}")

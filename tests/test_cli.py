@@ -93,19 +93,16 @@ def test_failures_exit_nonzero_with_one_line_reason(capsys, home: Path, tmp_path
     assert code == 1 and len(err.strip().splitlines()) == 1
 
 
-def test_eval_and_search_on_the_demo_collection(capsys, home: Path):
-    from mmdemo.services import Services
-    from mmdemo.settings import Settings
-
-    Services.create(
-        Settings.from_env(
-            {"MMDEMO_HOME": str(home), "MMDEMO_DEMO_PAIRS": "40", "MMDEMO_BASE_MODEL": "tiny"}
-        )
-    ).close()
+def test_eval_and_search_on_the_demo_collection_of_a_fresh_home(capsys, home: Path):
+    """`eval` on an empty home makes the demo collection first (progress on stderr), as the
+    app does; `search` then finds it made."""
+    assert not home.exists()
     code, metrics, err = run_cli(
         capsys, "--home", str(home), "eval", "--collection", "demo-shapes", "--model", "base"
     )
     assert code == 0, err
+    assert "demo: creating 'demo-shapes'" in err and "demo: 40/40" in err
+    assert metrics["collection"] == "demo-shapes"
     for direction in ("t2i", "i2t"):
         assert set(metrics[direction]) >= {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
         assert 0.0 <= metrics[direction]["recall@1"] <= metrics[direction]["recall@10"] <= 1.0
@@ -122,6 +119,7 @@ def test_eval_and_search_on_the_demo_collection(capsys, home: Path):
         "5",
     )
     assert code == 0, err
+    assert "demo:" not in err  # made once
     assert len(hits) == 5 and {"pair_id", "score", "caption"} <= set(hits[0])
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
@@ -158,53 +156,6 @@ def test_python_dash_m_entry_point(tmp_path: Path):
     )
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.strip().startswith("mmdemo export:")
-
-
-@pytest.mark.slow
-def test_train_command_under_torchrun_two_processes(tmp_path: Path):
-    """`torchrun --nproc_per_node 2 -m mmdemo train` (gloo on CPU) finishes one run."""
-    from mmdemo.services import Services
-    from mmdemo.settings import Settings
-    from mmdemo.store import Store
-
-    home = tmp_path / "home"
-    env_settings = {
-        "MMDEMO_HOME": str(home),
-        "MMDEMO_DEMO_PAIRS": "40",
-        "MMDEMO_BASE_MODEL": "tiny",
-    }
-    Services.create(Settings.from_env(env_settings)).close()
-    env = {**os.environ, **env_settings, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "mmdemo",
-        "train",
-        "--collection",
-        "demo-shapes",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-    ]
-    done = subprocess.run(
-        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    statuses = [r["status"] for r in results]
-    assert len(results) == 2 and statuses == ["finished", "finished"], statuses
-    assert len({r["run"] for r in results}) == 1  # every process trained the same run
-    store = Store(Settings.from_env(env_settings).db_path)
-    (run,) = store.list_runs()  # recorded once, by the main process
-    assert run.name == results[0]["run"] and run.status == "finished"
-    assert json.loads((Path(run.path) / "config.json").read_text())["world_size"] == 2
-    store.close()
 
 
 def test_read_only_commands_leave_a_running_run_alone(capsys, home: Path):
@@ -258,3 +209,32 @@ def test_split_command_failures_are_one_line(capsys, home: Path):
     )
     assert code == 1 and err.strip().splitlines()[-1].startswith("mmdemo split:")
     assert "must leave pairs for training" in err
+
+
+@pytest.mark.parametrize("command", ["export", "import"])
+def test_commands_naming_the_demo_make_it_first(capsys, home: Path, tmp_path: Path, command):
+    """`export` and `import` (as every command with --collection) name the demo on a fresh home:
+    it is made first, then the command does its work on it."""
+    if command == "export":
+        out = tmp_path / "exported"
+        argv = ["export", "--collection", "demo-shapes", "--out", str(out)]
+    else:
+        argv = ["import", str(make_imagefolder_zip(tmp_path / "p.zip")), "--collection"]
+        argv.append("demo-shapes")
+    code, result, err = run_cli(capsys, "--home", str(home), *argv)
+    assert code == 0, err
+    assert "demo: 40/40" in err
+    code, listing, _ = run_cli(capsys, "--home", str(home), "collections")
+    (demo,) = listing["collections"]
+    assert demo["name"] == "demo-shapes"
+    if command == "export":
+        assert (out / "README.md").is_file()
+    else:
+        assert result["added"] == 4 and demo["pairs"] == 44
+
+
+def test_other_collections_are_not_made_and_the_demo_only_when_named(capsys, home: Path):
+    code, _, err = run_cli(capsys, "--home", str(home), "eval", "--collection", "demo-shape")
+    assert code == 1 and "demo-shape" in err and "demo:" not in err
+    code, listing, _ = run_cli(capsys, "--home", str(home), "collections")
+    assert code == 0 and listing == {"collections": []}

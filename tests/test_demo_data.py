@@ -171,3 +171,38 @@ def test_interrupted_demo_creation_is_redone(store: Store, settings: Settings):
     assert [c.name for c in store.list_collections()] == ["demo-shapes"]
     captions = [p.caption for p in store.list_pairs(collection.id)]
     assert captions == [s.caption for s in generate_demo_scenes(10)]
+
+
+def test_two_processes_building_the_demo_at_once_make_one(tmp_path):
+    """Two processes on a fresh home (torchrun's ranks) both ask for the demo at the same moment:
+    one builds it, the other waits for the lock and finds it; one complete collection results."""
+    from tests.processes import run_at_once
+
+    home = tmp_path / "home"
+    snippet = f"""
+import json
+from mmdemo import demo_data
+from mmdemo.settings import Settings
+from mmdemo.store import Store
+
+built = []
+generate = demo_data.generate_demo_scenes
+demo_data.generate_demo_scenes = lambda n, seed=0: built.append(n) or generate(n, seed)
+settings = Settings.from_env({{"MMDEMO_HOME": {str(home)!r}, "MMDEMO_DEMO_PAIRS": "30"}})
+store = Store(settings.db_path)  # a fresh database, opened by both at once
+found = demo_data.ensure_demo_collection(store, settings)
+print(json.dumps({{"id": found.id, "built": len(built), "pairs": store.count_pairs(found.id)}}))
+"""
+    results = run_at_once(snippet, 2, tmp_path / "signals")
+    assert sorted(r["built"] for r in results) == [0, 1]  # generated once, not twice
+    assert results[0]["id"] == results[1]["id"]
+    assert [r["pairs"] for r in results] == [30, 30]  # the waiting one saw it complete
+    store = Store(Settings.from_env({"MMDEMO_HOME": str(home)}).db_path)
+    try:
+        (collection,) = store.list_collections()  # no "(being created)" leftover
+        assert collection.name == "demo-shapes" and store.count_pairs(collection.id) == 30
+        assert [p.caption for p in store.list_pairs(collection.id)] == [
+            s.caption for s in generate_demo_scenes(30)
+        ]
+    finally:
+        store.close()
