@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from mmdemo.text import md
+
 MODEL_TAGS = ("mmdemo", "clip", "sentence-transformers", "hard-negatives")
 DEFAULT_PIPELINE_TAG = "sentence-similarity"
 ST_PLACEHOLDER_ID = "sentence_transformers_model_id"
@@ -123,9 +125,18 @@ def join_front_matter(metadata: dict, body: str) -> str:
 
 
 def _cell(text: object) -> str:
-    """Text safe inside a Markdown table cell or image alt text."""
+    """User text as text on the Hub: one line, Markdown and HTML escaped (table cells and image
+    alt text included)."""
+    return md(" ".join(str(text).split()))
+
+
+def _code(text: object) -> str:
+    """Text as an inline code span (literal on the Hub, whatever it holds)."""
     flat = " ".join(str(text).split())
-    return flat.replace("|", "\\|").replace("[", "(").replace("]", ")")
+    longest = max((len(run) for run in re.findall(r"`+", flat)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
 
 
 def _num(value: object) -> str:
@@ -221,7 +232,9 @@ def public_hyperparameters(config: dict) -> dict[str, object]:
 
 def _hyperparameter_table(params: dict[str, object]) -> str:
     rows = ["| setting | value |", "|---|---|"]
-    rows += [f"| `{_cell(k)}` | {_cell(v)} |" for k, v in params.items()]
+    for key, value in params.items():
+        shown = str(value) if isinstance(value, int | float) or value is None else _cell(value)
+        rows.append(f"| {_code(key).replace('|', chr(92) + '|')} | {shown} |")
     return "\n".join(rows)
 
 
@@ -443,7 +456,7 @@ def _mmdemo_sections(info: ModelCardInfo) -> str:
         "## Finetuned with mmdemo",
         "",
         f"This model was finetuned from {base} on hand-curated text–image pairs with"
-        f" hand-labeled hard negatives, using mmdemo (run `{_cell(info.run_name)}`).",
+        f" hand-labeled hard negatives, using mmdemo (run {_code(info.run_name)}).",
         "It embeds images and captions into the same space: encode one modality per call.",
         "",
         "### Usage",
@@ -482,6 +495,7 @@ def _mmdemo_sections(info: ModelCardInfo) -> str:
     return "\n".join(out) + "\n"
 
 
+_ST_SAMPLES = re.compile(r"^\* Samples:\n(?:^  .*\n)*", re.M)
 _ST_USAGE = re.compile(
     r"^### Direct Usage \(Sentence Transformers\)\n.*?^```python\n.*?^```[ \t]*\n", re.S | re.M
 )
@@ -505,6 +519,8 @@ def render_model_card(info: ModelCardInfo) -> str:
             f"- **Training Dataset:** {_hub_link(info.dataset_repo, 'dataset')}",
             body,
         )
+    # Its samples table quotes training captions as raw HTML and training images by path.
+    body = _ST_SAMPLES.sub("", body)
     # Its snippet mixes captions and image paths in one encode call, which CLIP refuses.
     body = _ST_USAGE.sub(
         "### Direct Usage (Sentence Transformers)\n\nSee *Usage* under *Finetuned with mmdemo*"

@@ -32,6 +32,7 @@ from mmdemo import __version__
 from mmdemo.images import image_path
 from mmdemo.settings import Settings
 from mmdemo.store import SPLITS, NegativeLabel, Pair, Store
+from mmdemo.text import md
 
 ProgressFn = Callable[[int, int | None, str], None]
 
@@ -254,9 +255,9 @@ def render_dataset_card(info: dict) -> str:
         yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(),
         "---",
         "",
-        f"# {info['pretty_name']}",
+        f"# {md(info['pretty_name'])}",
         "",
-        f"Image–caption pairs of the mmdemo collection “{info['collection']}”"
+        f"Image–caption pairs of the mmdemo collection “{md(info['collection'])}”"
         + (", with hand-labeled hard negatives," if negatives else "")
         + " for finetuning and evaluating CLIP-style embedding models.",
         "",

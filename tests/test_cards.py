@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
 from mmdemo.cards import (
@@ -18,6 +20,7 @@ from mmdemo.cards import (
     split_front_matter,
     usage_snippet,
 )
+from tests.conftest import plain
 
 ST_CARD = """---
 tags:
@@ -92,7 +95,7 @@ def test_model_card_holds_the_metrics_with_deltas_and_the_examples():
     assert "| image → text | recall@1 | 0.4000 | 0.3000 | -0.1000 |" in card
     assert "| text → image | queries | 9 | 9 |  |" in card
     assert "| `epochs` | 3 |" in card and "| `learning_rate` | 2e-05 |" in card
-    assert "| ![a (stop) sign](assets/example-1.jpg) | a (stop) sign |" in card
+    assert "| ![a \\[stop\\] sign](assets/example-1.jpg) | a \\[stop\\] sign |" in card
     assert "mmdemo collection: “street \\| signs”" in card
     assert "Attribute-binding probe" not in card
 
@@ -215,7 +218,11 @@ embeddings = model.encode(sentences)
 
 ## Training Details
 
+* Samples:
+  | anchor | positive |
+  |:---|:---|
   | <code>a red square</code> | <code>/srv/home/images/ab/abc.train.jpg</code> |
+* Loss: <code>MultipleNegativesRankingLoss</code> (base model at /srv/home/models/tiny-clip)
 """
 
 
@@ -231,8 +238,7 @@ def test_card_drops_sentence_transformers_mixed_snippet_and_its_local_widget():
     # The caption's backticks cannot close the snippet's fence early.
     assert "````python" in body
     scrubbed = scrub_paths(card, ["/srv/home"])
-    assert "/srv/home" not in scrubbed
-    assert "<code>(image)</code>" in scrubbed
+    assert "/srv/home" not in scrubbed and "(base model at (local file))" in scrubbed
 
 
 def test_scrub_paths_replaces_only_paths_under_the_given_roots():
@@ -262,7 +268,9 @@ def test_card_evaluation_section_says_how_it_was_measured_and_why_base_is_missin
     card = render_model_card(_info(evaluation=evaluation))
     assert "12 pairs, 10 distinct captions and 12 distinct images" in card
     assert "| text → image | accuracy@1 | – | 0.5000 |  |" in card
-    assert "No base column: the base model could not be loaded when publishing (offline)." in card
+    assert "No base column: the base model could not be loaded when publishing (offline)." in plain(
+        card
+    )
     assert 'load_dataset("alice/signs", "pairs", split="eval")' in card
     assert 'SentenceTransformer("sentence-transformers/clip-ViT-B-32")` it gives the base' in card
     assert "recall@1 | 0.5000 | 0.7500" not in card, "training-time numbers are replaced"
@@ -276,3 +284,22 @@ def _run_code(code: str) -> str:
     with contextlib.redirect_stdout(out):
         exec(compile(code, "<card snippet>", "exec"), {"__name__": "__card__"})  # noqa: S102
     return out.getvalue()
+
+
+def test_user_text_in_a_card_stays_text_on_the_hub():
+    hostile = "<img src=x onerror=alert(1)> **bold** | [link](javascript:x)"
+    card = render_model_card(
+        _info(
+            run_name="r`1`",
+            collection=hostile,
+            examples=(CardExample("assets/example-1.jpg", hostile),),
+            st_card=ST_CARD_WITH_LOCAL_PATHS.replace("a red square", hostile),
+        )
+    )
+    _, body = split_front_matter(card)
+    outside_code = re.sub(r"(`{3,})python\n.*?\1|``[^`]*``|`[^`\n]*`", "", body, flags=re.S)
+    assert "<img" not in outside_code and "**bold**" not in outside_code
+    assert "](javascript" not in outside_code
+    assert hostile in plain(outside_code), "shown as typed"
+    assert "(run `` r`1` ``)" in body
+    assert "Samples:" not in body, "sentence-transformers' raw-HTML samples table is dropped"

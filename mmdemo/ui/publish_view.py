@@ -6,7 +6,6 @@ layout in :mod:`mmdemo.ui.publish`: nothing here touches the network or the disk
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -246,11 +245,13 @@ _CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.DOTALL)
 
 
 def _markup_as_text(markdown: str) -> str:
-    """Markdown with raw HTML shown as text: ``<`` and ``&`` escaped outside code (code is text
-    already, and an entity there would show as typed)."""
+    """Markdown with raw HTML (sentence-transformers' ``<code>``, ``<details>``) shown as text:
+    ``<`` and ``>`` escaped outside code. User text in a card is escaped by the card itself
+    (:func:`mmdemo.cards._cell`), so its entities are left to render."""
     parts = _CODE.split(markdown)
     return "".join(
-        part if index % 2 else html.escape(part, quote=False) for index, part in enumerate(parts)
+        part if index % 2 else part.replace("<", "&lt;").replace(">", "&gt;")
+        for index, part in enumerate(parts)
     )
 
 
