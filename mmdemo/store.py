@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmdemo.locks import file_lock
 from mmdemo.processes import is_other_live_process, process_owner
 from mmdemo.text import DEFAULT_MAX_CAPTION_CHARS, CaptionRejected, clean_caption, clean_name
 
@@ -221,16 +222,20 @@ class Store:
         self._count_cache_version: tuple[int, int] | None = None
         self._writes = 0
         self._signatures: dict[int, tuple[tuple[int, int], tuple]] = {}
-        self._conn = sqlite3.connect(
-            self.db_path, check_same_thread=False, isolation_level=None, timeout=30.0
-        )
-        self._conn.row_factory = sqlite3.Row
-        self._conn.create_function("mm_match", 2, _matches, deterministic=True)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
-        self._migrate()
+        # Processes opening one fresh database at once (torchrun ranks on a fresh home) take
+        # turns: switching a new file to WAL can fail with "database is locked" at once, without
+        # waiting for the busy timeout.
+        with file_lock(self.db_path.with_name(self.db_path.name + ".open-lock")):
+            self._conn = sqlite3.connect(
+                self.db_path, check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            self._conn.row_factory = sqlite3.Row
+            self._conn.create_function("mm_match", 2, _matches, deterministic=True)
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
 
     # -- plumbing ----------------------------------------------------------------------
     def check_caption(self, caption: object) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import threading
@@ -241,6 +242,33 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, oom_type) or "out of memory" in str(exc).lower()
 
 
+def _world_size() -> int:
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def fit_batch_to_processes(config: TrainConfig, data: Any, world_size: int) -> tuple[Any, str]:
+    """The config with a batch size every process can fill, and a note when it was lowered.
+
+    Under DDP sentence-transformers drops every incomplete last batch, so a process with fewer
+    training rows than the batch size gets an empty loader and transformers refuses to start
+    ("max_steps must be set …"). One process keeps its partial batch: nothing to change.
+    """
+    if world_size <= 1:
+        return config, ""
+    per_process = max(len(cols["anchor"]) for cols in data.columns.values()) // world_size
+    if per_process >= config.batch_size:
+        return config, ""
+    batch = max(2, per_process)
+    note = (
+        f"Batch size lowered from {config.batch_size} to {batch}: each of the {world_size}"
+        f" processes has only {per_process} training rows."
+    )
+    return dataclasses.replace(config, batch_size=batch), note
+
+
 def _text_usage_examples(model: Any, store: Store, collection_id: int) -> None:
     """Give sentence-transformers' card text-only usage examples before it is saved.
 
@@ -296,6 +324,9 @@ def run_training(
         from mmdemo.models import resolve_base_model
 
         base_model = resolve_base_model(settings).spec
+    config, note = fit_batch_to_processes(config, data, _world_size())
+    if note:
+        board.update(message=note)
     args, precision = _training_args(settings, config, data)
     is_main = bool(args.process_index == 0)
     # Every process must agree on the name; the others would see rank 0's folder and add -2.

@@ -24,11 +24,9 @@ SECTION = "## Command line"
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 DEMO_PAIRS = 40
 """A small demo collection, so the examples run fast."""
-TORCHRUN_DEMO_PAIRS = 80
-"""Under torchrun each process needs a full batch of its own (the default 32): 80 pairs leave
-70 to train on, 35 per process of two. With 40 (17 per process) training fails inside the
-Trainer ("args.max_steps must be set to a positive value …"), a limit of training on tiny
-collections across processes, not of these examples."""
+TORCHRUN_DEMO_PAIRS = DEMO_PAIRS
+"""The same small collection under torchrun: each of two processes has fewer training rows than
+the default batch of 32, so the run must lower its batch size (DDP drops incomplete batches)."""
 _PREFIXES = {
     ".venv/bin/python": [sys.executable],
     ".venv/bin/torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone"],

@@ -31,6 +31,7 @@ from mmdemo.training import (
     ProgressCallback,
     TrainConfig,
     TrainingError,
+    fit_batch_to_processes,
     run_training,
 )
 from tests.conftest import make_image_bytes
@@ -622,3 +623,16 @@ def test_default_config_is_gentle_for_a_pretrained_model():
     tiny, pretrained = default_config(True), default_config(False)
     assert pretrained.lr <= tiny.lr / 100 and pretrained.epochs < tiny.epochs
     assert tiny == TrainConfig()
+
+
+def test_a_multi_process_run_lowers_the_batch_to_what_each_process_can_fill():
+    """DDP drops incomplete batches: 35 rows over 2 processes cannot fill batches of 32."""
+
+    class Data:
+        columns = {"pairs": {"anchor": ["c"] * 35}, "image_negatives": {"anchor": ["c"] * 3}}
+
+    config = TrainConfig(batch_size=32)
+    fitted, note = fit_batch_to_processes(config, Data(), world_size=2)
+    assert fitted.batch_size == 17 and "lowered from 32 to 17" in note
+    assert fit_batch_to_processes(config, Data(), world_size=1) == (config, "")
+    assert fit_batch_to_processes(TrainConfig(batch_size=16), Data(), 2)[0].batch_size == 16
