@@ -26,7 +26,7 @@ def add_finished_run(live_app, tiny_model_dir: Path, name: str = "shapes-run") -
     (run_dir / "config.json").write_text(json.dumps({"epochs": 1, "learning_rate": 1e-4}))
     (run_dir / "metrics.json").write_text(json.dumps(METRICS))
     demo = services.store.collection("demo-shapes")
-    services.store.create_run(name, demo.id, "tiny", str(run_dir), status="finished")
+    services.store.create_run(name, demo.id, str(tiny_model_dir), str(run_dir), status="finished")
 
 
 @pytest.mark.browser
@@ -58,7 +58,9 @@ def test_dry_run_offers_a_zip_with_the_model_and_the_dataset(
     expect(download_button).to_be_visible()
     preview = page.locator("#mm-pub-preview")
     expect(preview).to_contain_text("Evaluation: base vs finetuned")
-    expect(preview).to_contain_text("+0.3750")
+    # Measured while publishing, on the published images, with the reproducing snippet.
+    expect(preview).to_contain_text("accuracy@1")
+    expect(preview).to_contain_text("InformationRetrievalEvaluator")
     screenshot("publish-1-dry-run")
 
     with page.expect_download(timeout=WAIT_MS) as info:
@@ -72,7 +74,9 @@ def test_dry_run_offers_a_zip_with_the_model_and_the_dataset(
         data_card = archive.read("dataset/README.md").decode()
     assert {"model/modules.json", "model/model.safetensors", "model/config.json"} <= names
     assert any(n.startswith("dataset/") and n.endswith(".parquet") for n in names)
-    assert "datasets/alice/demo-shapes" in card and "| recall@1 | 0.5000 | 0.8750 |" in card
+    assert "datasets/alice/demo-shapes" in card and "| text → image | accuracy@1 |" in card
+    assert "No base column" not in card, "the run's base model was measured too"
+    assert str(live_app.settings.home) not in card
     assert 'load_dataset("alice/demo-shapes", "pairs")' in data_card
     # Nothing was pushed and nothing is left in the app's temp folder.
     assert not list(live_app.settings.tmp_dir.iterdir())
