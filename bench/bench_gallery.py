@@ -14,8 +14,8 @@ import statistics
 import tempfile
 import time
 
+from mmdemo.data.store import Store
 from mmdemo.settings import Settings
-from mmdemo.store import Store
 
 
 def _fill(store: Store, n: int, seed: int = 0) -> int:
@@ -48,13 +48,13 @@ def _fill(store: Store, n: int, seed: int = 0) -> int:
 def _page_fn(store: Store, settings: Settings):
     """The function the Curate gallery calls (falls back to the store query + paths)."""
     try:
-        from mmdemo.ui.curate import gallery_page  # type: ignore[attr-defined]
+        from mmdemo.ui.curate.layout import gallery_page  # type: ignore[attr-defined]
 
         def page_fn(cid, page, text, split):
             return gallery_page(store, settings, cid, page, text, split)
 
     except ImportError:
-        from mmdemo.images import thumb_path
+        from mmdemo.data.images import thumb_path
 
         def page_fn(cid, page, text, split):
             pairs, total = store.page_pairs(cid, page, 48, text, split)

@@ -29,10 +29,10 @@ import numpy as np
 import PIL
 from PIL import Image, ImageDraw
 
-from mmdemo.images import image_path, train_path
-from mmdemo.importers import import_source
+from mmdemo.data.images import image_path, train_path
+from mmdemo.data.importers import import_source
+from mmdemo.data.store import Store
 from mmdemo.settings import Settings
-from mmdemo.store import Store
 
 WIDTH, HEIGHT = 1600, 1200
 _DATA_VERSION = "v1"

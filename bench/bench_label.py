@@ -38,11 +38,11 @@ from typing import Any  # noqa: E402
 
 from PIL import Image, ImageDraw  # noqa: E402
 
-from mmdemo.compare import base_ref, ensure_corpus, load  # noqa: E402
-from mmdemo.ingest import ImportReport, ingest_item  # noqa: E402
+from mmdemo.data.ingest import ImportReport, ingest_item  # noqa: E402
+from mmdemo.data.store import Store  # noqa: E402
+from mmdemo.retrieval.compare import base_ref, ensure_corpus, load  # noqa: E402
 from mmdemo.services import Services  # noqa: E402
 from mmdemo.settings import Settings  # noqa: E402
-from mmdemo.store import Store  # noqa: E402
 from mmdemo.ui.app import build_app, launch  # noqa: E402
 
 TARGET_BROWSER_P95_MS = 300.0

@@ -4,7 +4,7 @@
    written with :meth:`EmbeddingCache.add_vectors` and read back by a fresh cache through its
    memory map, times, interleaved in one run:
    - ``bare``: an in-RAM matrix, ``matrix @ q`` + ``argpartition`` + sort of the top k;
-   - ``search``: :func:`mmdemo.retrieval.search` on the cache's memory-mapped matrix;
+   - ``search``: :func:`mmdemo.retrieval.search.search` on the cache's memory-mapped matrix;
    - ``search_collection``: the whole server-side call (store check, cached query embedding,
      search, hits with captions).
 2. Switching the Compare view to another query, two cached models (two real tiny CLIPs whose
@@ -31,10 +31,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from mmdemo.embeddings import EmbeddingCache, normalise_rows, text_key  # noqa: E402
-from mmdemo.retrieval import collection_corpus, compare_runs, search, search_collection  # noqa: E402
+from mmdemo.data.store import Store  # noqa: E402
+from mmdemo.retrieval.embeddings import EmbeddingCache, normalise_rows, text_key  # noqa: E402
+from mmdemo.retrieval.search import collection_corpus, compare_runs, search, search_collection  # noqa: E402
 from mmdemo.settings import Settings  # noqa: E402
-from mmdemo.store import Store  # noqa: E402
 
 K = 10
 DIM = 512
@@ -159,7 +159,7 @@ def bench_latency(settings: Settings, store: Store, n: int, queries: int, seed: 
 
 
 def bench_switch(settings: Settings, store: Store, n: int, queries: int, seed: int) -> dict:
-    from mmdemo.models import build_tiny_clip, load_model, model_fingerprint
+    from mmdemo.retrieval.models import build_tiny_clip, load_model, model_fingerprint
 
     rng = np.random.default_rng(seed)
     cid, shas, _ = _fill(store, n, seed)

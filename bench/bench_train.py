@@ -1,6 +1,6 @@
 """Training-loop throughput: the app's path against a bare sentence-transformers script.
 
-The app's path: the store → :func:`~mmdemo.train_data.build_train_data` → the trainer with the
+The app's path: the store → :func:`~mmdemo.training.data.build_train_data` → the trainer with the
 app's masked loss and progress callback, run by ``JobManager.start(TrainingJob(...))`` while a
 thread polls ``JobManager.status()`` every 0.5 s, as the Finetune tab's timer does. The bare
 script: the same tiny model (``build_tiny_clip``), the same pre-resized training images, batch
@@ -28,8 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import PrinterCallback, TrainerCallback  # noqa: E402
 
+from mmdemo.data.store import Store  # noqa: E402
 from mmdemo.settings import Settings  # noqa: E402
-from mmdemo.store import Store  # noqa: E402
 
 COLLECTION = "bench-train"
 
@@ -52,8 +52,8 @@ def loop_samples_per_s(times: list[float], batch_size: int) -> float:
 
 
 def _fill(store: Store, settings: Settings, pairs: int) -> None:
-    from mmdemo.demo_data import generate_demo_scenes
-    from mmdemo.images import ImageLimits, ingest_image_bytes
+    from mmdemo.data.demo import generate_demo_scenes
+    from mmdemo.data.images import ImageLimits, ingest_image_bytes
 
     collection = store.create_collection(COLLECTION)
     limits = ImageLimits.from_settings(settings)
@@ -64,7 +64,7 @@ def _fill(store: Store, settings: Settings, pairs: int) -> None:
 
 
 def _bare_rows(store: Store, settings: Settings) -> tuple[list[str], list[str]]:
-    from mmdemo.images import train_path
+    from mmdemo.data.images import train_path
 
     found = store.collection(COLLECTION)
     train = [p for p in store.list_pairs(found.id) if p.split == "train"]
@@ -119,9 +119,9 @@ def run_app(
     store: Store, settings: Settings, model_path: str, args: Any, index: int
 ) -> dict[str, Any]:
     """The app's job path, polled every 0.5 s; returns the loop's samples/s and poll counts."""
-    from mmdemo.jobs import JobManager, TrainingJob
-    from mmdemo.train_data import build_train_data
-    from mmdemo.training import TrainConfig
+    from mmdemo.training.data import build_train_data
+    from mmdemo.training.jobs import JobManager
+    from mmdemo.training.run import TrainConfig, TrainingJob
 
     found = store.collection(COLLECTION)
     data = build_train_data(store, settings, found.id, use_hard_negatives=False)
@@ -139,7 +139,7 @@ def run_app(
     clock = StepClock()
     # The app's callback is the only one in the trainer; time its steps from the inside by
     # wrapping its on_step_end (a bench-only hook, the callback's own work is still included).
-    from mmdemo import training
+    from mmdemo.training import run as training
 
     original = training.ProgressCallback.on_step_end
 
@@ -215,7 +215,7 @@ def main() -> None:
 
     import torch
 
-    from mmdemo.models import build_tiny_clip
+    from mmdemo.retrieval.models import build_tiny_clip
 
     with tempfile.TemporaryDirectory(prefix="mmdemo-bench-train-") as tmp:
         settings = Settings.from_env({"MMDEMO_HOME": tmp, "MMDEMO_BASE_MODEL": "tiny"})

@@ -1,6 +1,6 @@
 """UI responsiveness while a finetune trains: Curate gallery page latency, idle vs training.
 
-Times the Curate tab's page handler (:func:`mmdemo.ui.curate_handlers.render`: store queries,
+Times the Curate tab's page handler (:func:`mmdemo.ui.curate.handlers.render`: store queries,
 thumbnail paths, captions, the page label) on random pages of the collection, first with nothing
 running, then while a finetune of the tiny model runs in the same process through the job manager
 (polled every 0.5 s like the Finetune tab's timer). Reports p50/p95 of both and their ratio
@@ -37,8 +37,8 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def _fill(services, pairs: int) -> int:  # noqa: ANN001
-    from mmdemo.demo_data import generate_demo_scenes
-    from mmdemo.images import ImageLimits, ingest_image_bytes
+    from mmdemo.data.demo import generate_demo_scenes
+    from mmdemo.data.images import ImageLimits, ingest_image_bytes
 
     store, settings = services.store, services.settings
     collection = store.create_collection(COLLECTION)
@@ -51,7 +51,7 @@ def _fill(services, pairs: int) -> int:  # noqa: ANN001
 
 def _time_pages(services, pages: int, rng: random.Random, samples: int, gap_s: float, until=None):  # noqa: ANN001, ANN201
     """Render random gallery pages; stop after ``samples`` or when ``until()`` turns false."""
-    from mmdemo.ui.curate_handlers import CurateState, render
+    from mmdemo.ui.curate.handlers import CurateState, render
 
     timings = []
     while len(timings) < samples and (until is None or until()):
@@ -86,10 +86,9 @@ def main() -> None:
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1000)
 
-    from mmdemo.jobs import TrainingJob
     from mmdemo.services import Services
-    from mmdemo.training import TrainConfig
-    from mmdemo.ui.curate_handlers import PAGE_SIZE
+    from mmdemo.training.run import TrainConfig, TrainingJob
+    from mmdemo.ui.curate.handlers import PAGE_SIZE
 
     rng = random.Random(0)
     gap = args.gap_ms / 1000
@@ -158,7 +157,7 @@ def main() -> None:
     idle_stats, busy_stats = _percentiles(idle), _percentiles(busy)
     report = {
         "benchmark": "ui_while_training",
-        "handler": "mmdemo.ui.curate_handlers.render",
+        "handler": "mmdemo.ui.curate.handlers.render",
         "pairs": total,
         "page_size": PAGE_SIZE,
         "idle": idle_stats,

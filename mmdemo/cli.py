@@ -41,7 +41,7 @@ def _progress_printer(label: str) -> Callable[[int, int | None, str], None]:
 
 
 def _open_store(settings: Settings):
-    from mmdemo.store import Store
+    from mmdemo.data.store import Store
 
     settings.ensure_dirs()
     return Store(settings.db_path, settings.max_caption_chars)
@@ -53,7 +53,7 @@ def _ensure_named_demo(settings: Settings, args: argparse.Namespace) -> None:
     Every command with ``--collection`` gets this, so the README's examples work on a fresh
     home. Concurrent processes (``torchrun`` ranks) are safe: the build holds a file lock.
     """
-    from mmdemo.demo_data import DEMO_COLLECTION, ensure_demo_collection
+    from mmdemo.data.demo import DEMO_COLLECTION, ensure_demo_collection
 
     name = getattr(args, "collection", None)
     if not isinstance(name, str) or name.strip() != DEMO_COLLECTION:
@@ -103,7 +103,7 @@ def cmd_collections(settings: Settings, args: argparse.Namespace) -> object:
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> object:
-    from mmdemo.importers import import_source
+    from mmdemo.data.importers import import_source
 
     store = _open_store(settings)
     try:
@@ -130,7 +130,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> object:
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> object:
-    from mmdemo.export import export_collection
+    from mmdemo.data.export import export_collection
 
     store = _open_store(settings)
     try:
@@ -143,7 +143,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> object:
 
 
 def cmd_split(settings: Settings, args: argparse.Namespace) -> object:
-    from mmdemo.splits import make_splits
+    from mmdemo.data.splits import make_splits
 
     store = _open_store(settings)
     try:
@@ -158,7 +158,7 @@ def cmd_split(settings: Settings, args: argparse.Namespace) -> object:
 
 
 def cmd_push(settings: Settings, args: argparse.Namespace) -> object:
-    from mmdemo.hub import push_command
+    from mmdemo.hub.publish import push_command
 
     return push_command(
         settings,
@@ -174,7 +174,7 @@ def cmd_push(settings: Settings, args: argparse.Namespace) -> object:
 
 
 class _StderrBoard:
-    """A progress board (like :class:`mmdemo.jobs.ProgressBoard`) that prints to stderr."""
+    """A progress board (like :class:`~mmdemo.training.board.ProgressBoard`) printing to stderr."""
 
     def __init__(self) -> None:
         self._last: tuple = ()
@@ -200,8 +200,8 @@ class _StderrBoard:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> object:
-    from mmdemo.models import resolve_base_model
-    from mmdemo.training import default_config, run_training
+    from mmdemo.retrieval.models import resolve_base_model
+    from mmdemo.training.run import default_config, run_training
 
     choice = resolve_base_model(
         settings.with_overrides(base_model=args.base_model) if args.base_model else settings
@@ -254,8 +254,8 @@ def _services(settings: Settings):
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> object:
-    from mmdemo.compare import resolve_model
-    from mmdemo.evaluation import evaluate_model
+    from mmdemo.retrieval.compare import resolve_model
+    from mmdemo.retrieval.evaluation import evaluate_model
 
     services = _services(settings)
     try:
@@ -274,7 +274,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> object:
 
 
 def cmd_search(settings: Settings, args: argparse.Namespace) -> object:
-    from mmdemo.compare import search_command
+    from mmdemo.retrieval.compare import search_command
 
     services = _services(settings)
     try:
@@ -284,7 +284,7 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> object:
 
 
 def cmd_compare(settings: Settings, args: argparse.Namespace) -> object:
-    from mmdemo.compare import compare_command
+    from mmdemo.retrieval.compare import compare_command
 
     services = _services(settings)
     try:

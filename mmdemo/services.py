@@ -2,19 +2,21 @@
 
 Per-session things (which collection a browser tab looks at, the page it is on) live in
 ``gr.State`` in :mod:`mmdemo.ui`; everything here is shared by all sessions and is thread-safe
-(the :class:`~mmdemo.store.Store` guards its connection with a lock).
+(the :class:`~mmdemo.data.store.Store` guards its connection with a lock).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmdemo.demo_data import DEMO_COLLECTION, ensure_demo_collection
-from mmdemo.embeddings import EmbeddingCache
-from mmdemo.jobs import JobManager
-from mmdemo.models import ModelCache, ModelChoice, resolve_base_model
+from mmdemo.data.demo import DEMO_COLLECTION, ensure_demo_collection
+from mmdemo.data.store import Store
+from mmdemo.retrieval.embeddings import EmbeddingCache
+from mmdemo.retrieval.models import ModelCache, ModelChoice, resolve_base_model
 from mmdemo.settings import Settings
-from mmdemo.store import Store
+from mmdemo.training.jobs import JobManager
+from mmdemo.training.run import GpuRunner
+from mmdemo.training.zerogpu import gpu_runner
 
 __all__ = ["DEMO_COLLECTION", "Services"]
 
@@ -32,6 +34,8 @@ class Services:
     """On-disk embedding cache under ``settings.cache_dir`` (set by :meth:`create`)."""
     jobs: JobManager = field(default_factory=JobManager)
     """The one background job (a finetune) of this process."""
+    gpu: GpuRunner | None = None
+    """Where finetunes run instead of a worker thread: ZeroGPU's runner on a ZeroGPU Space."""
 
     @classmethod
     def create(
@@ -61,6 +65,7 @@ class Services:
             model=model,
             embeddings=EmbeddingCache(settings),
             jobs=JobManager(niceness=settings.train_niceness),
+            gpu=gpu_runner(settings),
         )
 
     def close(self) -> None:

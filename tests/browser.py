@@ -23,7 +23,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from mmdemo.models import TINY_MODEL_DIRNAME, ensure_tiny_model
+from mmdemo.retrieval.models import TINY_MODEL_DIRNAME, ensure_tiny_model
 from mmdemo.services import Services
 from mmdemo.settings import Settings
 from mmdemo.ui.app import build_app, launch

@@ -13,8 +13,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from mmdemo.data.store import Store  # noqa: E402
 from mmdemo.settings import Settings  # noqa: E402
-from mmdemo.store import Store  # noqa: E402
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in tiny CLIP, built once per test session in a folder named like the app's."""
-    from mmdemo.models import TINY_MODEL_DIRNAME, build_tiny_clip
+    from mmdemo.retrieval.models import TINY_MODEL_DIRNAME, build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("shared-tiny") / TINY_MODEL_DIRNAME, seed=0)
 

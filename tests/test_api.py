@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mmdemo.compare import search_command
-from mmdemo.models import TINY_MODEL_DIRNAME
+from mmdemo.retrieval.compare import search_command
+from mmdemo.retrieval.models import TINY_MODEL_DIRNAME
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.settings import Settings
 from mmdemo.ui import api

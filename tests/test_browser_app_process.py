@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mmdemo.models import TINY_MODEL_DIRNAME
+from mmdemo.retrieval.models import TINY_MODEL_DIRNAME
 
 pytest_plugins = ["tests.browser"]
 

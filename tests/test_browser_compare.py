@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mmdemo.export import export_collection
-from mmdemo.models import build_tiny_clip
+from mmdemo.data.export import export_collection
+from mmdemo.data.store import Store
+from mmdemo.retrieval.models import build_tiny_clip
 from mmdemo.services import DEMO_COLLECTION
 from mmdemo.settings import Settings
-from mmdemo.store import Store
 
 pytest_plugins = ["tests.browser"]
 
@@ -131,7 +131,7 @@ INJECTED = (
 
 def add_hostile_collection(services) -> None:  # noqa: ANN001
     """A collection named like markup, whose pairs (all eval) have markup captions."""
-    from mmdemo.ingest import ImportReport, ingest_item
+    from mmdemo.data.ingest import ImportReport, ingest_item
     from tests.conftest import make_image_bytes
 
     collection = services.store.create_collection(HOSTILE_NAME)

@@ -41,7 +41,7 @@ def pick_loss(page, label: str) -> None:  # noqa: ANN001
 
 def add_all_train_collection(services, name: str, pairs: int) -> None:  # noqa: ANN001
     """A collection as a folder import without a split column leaves it: every pair in train."""
-    from mmdemo.images import ImageLimits, ingest_image_bytes
+    from mmdemo.data.images import ImageLimits, ingest_image_bytes
     from tests.conftest import make_image_bytes
 
     found = services.store.create_collection(name)

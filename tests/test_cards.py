@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from mmdemo.cards import (
+from mmdemo.hub.cards import (
     TINY_BASE_DESCRIPTION,
     CardEvaluation,
     CardExample,

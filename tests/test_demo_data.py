@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmdemo import demo_data
-from mmdemo.demo_data import (
+from mmdemo.data import demo as demo_data
+from mmdemo.data.demo import (
     COLORS,
     DEMO_AUTHOR,
     flip_relation,
@@ -19,9 +19,9 @@ from mmdemo.demo_data import (
     swap_attributes,
     swap_shapes,
 )
-from mmdemo.ingest import ImportReport, ingest_item
+from mmdemo.data.ingest import ImportReport, ingest_item
+from mmdemo.data.store import Store
 from mmdemo.settings import Settings
-from mmdemo.store import Store
 from tests.conftest import make_image_bytes
 
 PALETTE = np.array(list(COLORS.values()), dtype=float)
@@ -181,9 +181,9 @@ def test_two_processes_building_the_demo_at_once_make_one(tmp_path):
     home = tmp_path / "home"
     snippet = f"""
 import json
-from mmdemo import demo_data
+from mmdemo.data import demo as demo_data
 from mmdemo.settings import Settings
-from mmdemo.store import Store
+from mmdemo.data.store import Store
 
 built = []
 generate = demo_data.generate_demo_scenes

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmdemo.embeddings import EmbeddingCache, normalise_rows, text_key
-from mmdemo.images import ImageLimits, ingest_image_bytes, load_rgb, train_path
-from mmdemo.retrieval import collection_corpus
+from mmdemo.data.images import ImageLimits, ingest_image_bytes, load_rgb, train_path
+from mmdemo.retrieval.embeddings import EmbeddingCache, normalise_rows, text_key
+from mmdemo.retrieval.search import collection_corpus
 from tests.conftest import make_image_bytes
 
 FP = "fake:model-1"
@@ -283,7 +283,7 @@ def test_contiguous_rows_are_a_view_of_the_memory_map(settings):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from mmdemo.models import build_tiny_clip, load_model
+    from mmdemo.retrieval.models import build_tiny_clip, load_model
 
     return load_model(str(build_tiny_clip(tmp_path_factory.mktemp("tiny") / "model")))
 

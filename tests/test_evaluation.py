@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmdemo.evaluation import (
+from mmdemo.data.images import load_rgb, train_path
+from mmdemo.data.store import Store
+from mmdemo.retrieval.evaluation import (
     EvaluationError,
     encode_texts,
     evaluate_model,
     query_ranks,
     retrieval_metrics,
 )
-from mmdemo.images import load_rgb, train_path
 from mmdemo.settings import Settings
-from mmdemo.store import Store
 
 # Four pairs; "cat" names two images (a, b). 2-D vectors so every score is easy to check:
 # a text query's score for an image is the image's x (cat), y (dog) or -x (bird) over its norm.
@@ -113,15 +113,15 @@ def test_bad_inputs_are_refused():
 def tiny_model(tmp_path_factory: pytest.TempPathFactory):
     from sentence_transformers import SentenceTransformer
 
-    from mmdemo.models import build_tiny_clip
+    from mmdemo.retrieval.models import build_tiny_clip
 
     path = build_tiny_clip(tmp_path_factory.mktemp("tiny") / "tiny-clip", seed=0)
     return SentenceTransformer(str(path), device="cpu")
 
 
 def _demo_split(store: Store, settings: Settings, n: int, split: str) -> int:
-    from mmdemo.demo_data import generate_demo_scenes
-    from mmdemo.images import ImageLimits, ingest_image_bytes
+    from mmdemo.data.demo import generate_demo_scenes
+    from mmdemo.data.images import ImageLimits, ingest_image_bytes
 
     collection = store.create_collection("eval-check")
     limits = ImageLimits.from_settings(settings)

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from mmdemo import export
-from mmdemo.export import (
+from mmdemo.data import export
+from mmdemo.data.export import (
     CONFIG_NAMES,
     ExportError,
     card_config_names,
@@ -21,9 +21,9 @@ from mmdemo.export import (
     read_card_metadata,
     render_dataset_card,
 )
-from mmdemo.images import image_path
-from mmdemo.ingest import ImportReport, ingest_item
-from mmdemo.store import Pair, Store
+from mmdemo.data.images import image_path
+from mmdemo.data.ingest import ImportReport, ingest_item
+from mmdemo.data.store import Pair, Store
 from tests.conftest import make_image_bytes
 
 COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200),

@@ -11,20 +11,20 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mmdemo import hf_import
-from mmdemo.export import (
+from mmdemo.data import hf_import
+from mmdemo.data.export import (
     ALSO_POSITIVE_FEATURES,
     TRIPLETS_FEATURES,
     export_collection,
     is_mmdemo_export,
     read_card_metadata,
 )
-from mmdemo.hf_import import HFImportFailed, import_hf_dataset, map_split
-from mmdemo.images import image_path
-from mmdemo.importers import ImportFailed, import_source
-from mmdemo.ingest import ImportReport, ingest_item
+from mmdemo.data.hf_import import HFImportFailed, import_hf_dataset, map_split
+from mmdemo.data.images import image_path
+from mmdemo.data.importers import ImportFailed, import_source
+from mmdemo.data.ingest import ImportReport, ingest_item
+from mmdemo.data.store import Store
 from mmdemo.settings import Settings
-from mmdemo.store import Store
 from tests.conftest import make_image_bytes
 from tests.test_export import COLLECTIONS, build_labeled_collection
 
@@ -367,7 +367,7 @@ def test_labels_do_not_attach_to_a_pair_with_another_caption(store, settings, tm
 
 def test_paths_that_would_read_server_files_are_refused(tmp_path):
     """A remote dataset never reads local files; on a Space a local one stays in its folder."""
-    from mmdemo.hf_import import image_bytes
+    from mmdemo.data.hf_import import image_bytes
 
     outside = tmp_path / "secret.png"
     outside.write_bytes(make_image_bytes())

@@ -22,8 +22,10 @@ from huggingface_hub.errors import OfflineModeIsEnabled
 from huggingface_hub.utils import hf_raise_for_status
 from PIL import Image
 
-from mmdemo import hub
-from mmdemo.hub import (
+from mmdemo.data.ingest import ImportReport, ingest_item
+from mmdemo.data.store import Store
+from mmdemo.hub import publish as hub
+from mmdemo.hub.publish import (
     DryRunPublisher,
     HubPublisher,
     PublishError,
@@ -35,9 +37,7 @@ from mmdemo.hub import (
     redact,
     resolve_token,
 )
-from mmdemo.ingest import ImportReport, ingest_item
 from mmdemo.settings import Settings
-from mmdemo.store import Store
 from tests.conftest import make_image_bytes
 
 CANARY = "hf_CANARYcanaryCANARYcanary0123456789"
@@ -83,7 +83,7 @@ CONFIG = {"epochs": 2, "learning_rate": 5e-05, "batch_size": 16, "loss": "mnrl",
 # -- fixtures ----------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mmdemo.models import build_tiny_clip
+    from mmdemo.retrieval.models import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -674,7 +674,7 @@ def test_pull_dataset_gives_back_the_same_pairs_splits_and_labels(
 ):
     """Whatever labels a collection has (none included), a pull of its export or of its
     published dataset restores the same pairs, splits, authors and labels."""
-    from mmdemo.export import export_collection
+    from mmdemo.data.export import export_collection
     from tests.test_export import COLLECTIONS
 
     COLLECTIONS[name](store, settings, name)

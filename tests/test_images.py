@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmdemo.images import (
+from mmdemo.data.images import (
     ImageLimits,
     ImageRejected,
     image_path,

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmdemo.images import image_path, thumb_path, train_path
-from mmdemo.importers import ImportFailed, import_source, import_uploads, looks_like_hf_dataset
+from mmdemo.data.images import image_path, thumb_path, train_path
+from mmdemo.data.importers import ImportFailed, import_source, import_uploads, looks_like_hf_dataset
 from tests.conftest import make_image_bytes
 from tests.test_images import (
     animated_gif,
@@ -590,9 +590,9 @@ def test_hugging_face_sources_are_recognised(tmp_path):
 def test_hugging_face_sources_are_handed_to_hf_import(store, settings, tmp_path, monkeypatch):
     """Routing only: a stand-in module records the call (hf_import has its own tests)."""
     calls = []
-    stand_in = types.ModuleType("mmdemo.hf_import")
+    stand_in = types.ModuleType("mmdemo.data.hf_import")
     stand_in.import_hf_dataset = lambda *args, **kwargs: calls.append((args[3], kwargs)) or "ok"
-    monkeypatch.setitem(sys.modules, "mmdemo.hf_import", stand_in)
+    monkeypatch.setitem(sys.modules, "mmdemo.data.hf_import", stand_in)
     assert import_source(store, settings, "c", "someone/pets", caption_column="txt") == "ok"
     folder = write(tmp_path / "saved" / "state.json", "{}").parent
     assert import_source(store, settings, "c", folder, split="validation") == "ok"

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from mmdemo.jobs import JobBusy, JobContext, JobManager, ProgressBoard, describe_error
-from mmdemo.store import Store
+from mmdemo.data.store import Store
+from mmdemo.training.board import JobContext, ProgressBoard
+from mmdemo.training.jobs import JobBusy, JobManager, describe_error
 
 WAIT = 30.0  # generous upper bound for a thread to react; never a performance threshold
 
@@ -72,7 +73,7 @@ def test_a_result_status_decides_the_final_state():
 
 
 def test_an_error_ends_the_job_with_a_message_and_the_manager_keeps_working():
-    from mmdemo.training import TrainingError
+    from mmdemo.training.run import TrainingError
 
     manager = JobManager()
 

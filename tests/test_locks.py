@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mmdemo.data.store import SCHEMA_VERSION, Store
 from mmdemo.locks import file_lock
 from mmdemo.settings import Settings
-from mmdemo.store import SCHEMA_VERSION, Store
 from tests.processes import run_at_once
 
 
@@ -43,7 +43,7 @@ def test_processes_opening_a_fresh_database_at_once(tmp_path: Path):
     db = tmp_path / "home" / "mmdemo.sqlite3"
     snippet = f"""
 import json
-from mmdemo.store import Store
+from mmdemo.data.store import Store
 store = Store({str(db)!r})
 store.get_or_create_collection("shared")
 print(json.dumps({{"version": store.schema_version()}}))
@@ -61,7 +61,7 @@ def test_processes_asking_for_the_tiny_model_at_once_build_it_once(tmp_path: Pat
     snippet = f"""
 import json
 from sentence_transformers import SentenceTransformer
-from mmdemo import models
+from mmdemo.retrieval import models
 from mmdemo.settings import Settings
 
 built = []

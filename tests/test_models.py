@@ -10,8 +10,8 @@ import huggingface_hub.constants as hf_constants
 import pytest
 from PIL import Image
 
-from mmdemo import models
-from mmdemo.models import (
+from mmdemo.retrieval import models
+from mmdemo.retrieval.models import (
     ModelCache,
     ModelChoice,
     ModelLoadError,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmdemo.embeddings import EmbeddingCache
-from mmdemo.negatives import (
+from mmdemo.retrieval.embeddings import EmbeddingCache
+from mmdemo.retrieval.negatives import (
     caption_labels_of,
     label_candidates,
     labeling_progress,
@@ -131,7 +131,7 @@ def test_labeling_progress_and_walk(store, settings, pairs):
 
 
 def test_real_tiny_model_candidates(store, settings):
-    from mmdemo.models import build_tiny_clip, load_model, model_fingerprint
+    from mmdemo.retrieval.models import build_tiny_clip, load_model, model_fingerprint
 
     path = build_tiny_clip(settings.models_dir / "tiny")
     model = load_model(str(path))

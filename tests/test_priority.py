@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Li
 APP_LIKE = """
 import json, os, threading
 import torch
-from mmdemo.jobs import JobManager
-from mmdemo.priority import native_thread_ids
+from mmdemo.training.jobs import JobManager
+from mmdemo.training.priority import native_thread_ids
 
 def nice(thread_id):
     return os.getpriority(os.PRIO_PROCESS, thread_id)
@@ -84,7 +84,7 @@ def test_zero_leaves_priority_alone():
 def test_lower_cpu_priority_only_raises_and_reports_what_it_changed():
     code = """
 import json, os, threading
-from mmdemo.priority import lower_cpu_priority
+from mmdemo.training.priority import lower_cpu_priority
 me = threading.get_native_id()
 first = lower_cpu_priority(5)
 again = lower_cpu_priority(5)

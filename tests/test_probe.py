@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mmdemo.demo_data import generate_demo_scenes, swap_attributes
-from mmdemo.embeddings import EmbeddingCache
-from mmdemo.ingest import ImportReport, ingest_item
-from mmdemo.probe import binding_probe, compare_binding
+from mmdemo.data.demo import generate_demo_scenes, swap_attributes
+from mmdemo.data.ingest import ImportReport, ingest_item
+from mmdemo.retrieval.embeddings import EmbeddingCache
+from mmdemo.retrieval.probe import binding_probe, compare_binding
 from tests.test_retrieval import BLUE, GREEN, RED, RED2, LookupEncoder, add_pair
 
 CAPTIONS = {
@@ -86,7 +86,7 @@ def test_probe_none_without_swappable_captions(store, settings):
 
 
 def test_probe_real_tiny_model_on_demo_scenes(store, settings):
-    from mmdemo.models import build_tiny_clip, load_model
+    from mmdemo.retrieval.models import build_tiny_clip, load_model
 
     model = load_model(str(build_tiny_clip(settings.models_dir / "tiny")))
     coll = store.create_collection("demo")

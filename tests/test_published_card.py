@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from mmdemo.cards import _cell, split_front_matter
-from mmdemo.demo_data import DEMO_COLLECTION, ensure_demo_collection
-from mmdemo.hub import push_command
+from mmdemo.data.demo import DEMO_COLLECTION, ensure_demo_collection
+from mmdemo.data.splits import make_splits
+from mmdemo.data.store import Store
+from mmdemo.hub.cards import _cell, split_front_matter
+from mmdemo.hub.publish import push_command
 from mmdemo.settings import Settings
-from mmdemo.splits import make_splits
-from mmdemo.store import Store
-from mmdemo.training import default_config, run_training
+from mmdemo.training.run import default_config, run_training
 
 MODEL_REPO = "alice/shapes-clip"
 DATASET_REPO = "alice/shapes"

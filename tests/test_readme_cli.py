@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from mmdemo.data.store import Store
 from mmdemo.settings import PROJECT_ROOT, Settings
-from mmdemo.store import Store
 
 SECTION = "## Command line"
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)

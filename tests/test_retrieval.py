@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmdemo.embeddings import EmbeddingCache
-from mmdemo.images import ImageLimits, ingest_image_bytes, load_rgb, train_path
-from mmdemo.retrieval import (
+from mmdemo.data.images import ImageLimits, ingest_image_bytes, load_rgb, train_path
+from mmdemo.data.store import Store
+from mmdemo.retrieval.embeddings import EmbeddingCache
+from mmdemo.retrieval.search import (
     ImageQuery,
     collection_corpus,
     compare_runs,
@@ -19,7 +20,6 @@ from mmdemo.retrieval import (
     search,
     search_collection,
 )
-from mmdemo.store import Store
 from tests.conftest import make_image_bytes
 
 RED, RED2, GREEN, BLUE = (220, 20, 20), (150, 70, 60), (20, 200, 20), (20, 20, 220)
@@ -208,7 +208,7 @@ def test_compare_runs_sorts_improved_first(store, settings, shapes):
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from mmdemo.models import build_tiny_clip, load_model, model_fingerprint
+    from mmdemo.retrieval.models import build_tiny_clip, load_model, model_fingerprint
 
     models = []
     for seed in (0, 1):

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from mmdemo.schedule import (
+from mmdemo.training.run import TrainConfig
+from mmdemo.training.schedule import (
     FILL,
     SCHEDULE_FILE,
     Plan,
@@ -22,7 +23,6 @@ from mmdemo.schedule import (
     speed_window,
     write_schedule,
 )
-from mmdemo.training import TrainConfig
 
 
 def test_the_learning_rate_follows_transformers_linear_schedule():

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from mmdemo.splits import (
+from mmdemo.data.splits import (
     SplitChange,
     caption_key,
     check_shares,
@@ -15,7 +15,7 @@ from mmdemo.splits import (
     move_pairs,
     undo_split_change,
 )
-from mmdemo.store import Pair, Store
+from mmdemo.data.store import Pair, Store
 
 
 def _image(name: str) -> dict:

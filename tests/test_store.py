@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mmdemo.images import ImageLimits, ingest_image_bytes
-from mmdemo.processes import process_owner
-from mmdemo.store import _MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+from mmdemo.data.images import ImageLimits, ingest_image_bytes
+from mmdemo.data.processes import process_owner
+from mmdemo.data.store import _MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 from tests.conftest import make_image_bytes
 
 
@@ -184,7 +184,7 @@ def test_a_run_of_another_live_process_is_not_marked_interrupted(store, settings
     """An app starting while a CLI `train` runs leaves that run alone, until its process dies."""
     child_code = (
         "import sys, time\n"
-        "from mmdemo.store import Store\n"
+        "from mmdemo.data.store import Store\n"
         "Store(sys.argv[1]).create_run('cli-run', None, 'tiny', '/tmp/cli-run', status='running')\n"
         "print('ready', flush=True)\n"
         "time.sleep(120)\n"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmdemo.images import ImageLimits, ingest_image_bytes
-from mmdemo.store import Store, StoreError
+from mmdemo.data.images import ImageLimits, ingest_image_bytes
+from mmdemo.data.store import Store, StoreError
 from mmdemo.text import CaptionRejected, clean_caption, clean_name, html_text, md, shorten
 from tests.conftest import make_image_bytes
 

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmdemo.images import ImageLimits, ingest_image_bytes, train_path
-from mmdemo.jobs import JobBusy, JobManager, ProgressBoard, TrainingJob
-from mmdemo.schedule import Plan, estimate, read_schedule
+from mmdemo.data.images import ImageLimits, ingest_image_bytes, train_path
+from mmdemo.data.store import Store
 from mmdemo.settings import Settings
-from mmdemo.store import Store
-from mmdemo.train_data import (
+from mmdemo.training.board import ProgressBoard
+from mmdemo.training.data import (
     EXTRA_CAPTION,
     EXTRA_IMAGE,
     EXTRA_NONE,
@@ -26,14 +25,17 @@ from mmdemo.train_data import (
     masked_row_losses,
     pick_sampler,
 )
-from mmdemo.training import (
+from mmdemo.training.jobs import JobBusy, JobManager
+from mmdemo.training.run import (
     MODEL_DIRNAME,
     ProgressCallback,
     TrainConfig,
     TrainingError,
+    TrainingJob,
     fit_batch_to_processes,
     run_training,
 )
+from mmdemo.training.schedule import Plan, estimate, read_schedule
 from tests.conftest import make_image_bytes
 
 WAIT = 300.0  # upper bound for a background run to end; a safety net, not a speed check
@@ -41,7 +43,7 @@ WAIT = 300.0  # upper bound for a background run to end; a safety net, not a spe
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from mmdemo.models import build_tiny_clip
+    from mmdemo.retrieval.models import build_tiny_clip
 
     return str(build_tiny_clip(tmp_path_factory.mktemp("tiny") / "tiny-clip", seed=0))
 
@@ -60,7 +62,7 @@ def _add(
 
 
 def _demo(store: Store, settings: Settings, n: int, name: str = "shapes", seed: int = 0) -> int:
-    from mmdemo.demo_data import generate_demo_scenes
+    from mmdemo.data.demo import generate_demo_scenes
 
     collection = store.create_collection(name)
     for scene in generate_demo_scenes(n, seed=seed):
@@ -142,7 +144,7 @@ def test_rows_negatives_and_also_positives(store, settings, labeled):
 
 
 def test_augmenting_collator_crops_images_and_leaves_text(store, settings, labeled):
-    from mmdemo.train_data import CropAugmentingCollator
+    from mmdemo.training.data import CropAugmentingCollator
 
     collection_id, p, _ = labeled
     data = build_train_data(store, settings, collection_id)
@@ -447,7 +449,7 @@ def test_finetune_beats_the_base_model_and_writes_the_run(store, settings, tiny_
     collection_id = _demo(store, settings, 160)
     pairs = store.list_pairs(collection_id, split="train")
     # Hard negatives: a colour-swapped caption and another scene's image; one also-positive.
-    from mmdemo.demo_data import swap_attributes
+    from mmdemo.data.demo import swap_attributes
 
     for pair in pairs[:12]:
         swapped = swap_attributes(pair.caption)
@@ -493,8 +495,8 @@ def test_finetune_beats_the_base_model_and_writes_the_run(store, settings, tiny_
     assert len(snap["loss_history"]) >= 10
     assert snap["loss_history"][-1]["loss"] < snap["loss_history"][0]["loss"]
 
-    from mmdemo.evaluation import evaluate_model
-    from mmdemo.models import load_model
+    from mmdemo.retrieval.evaluation import evaluate_model
+    from mmdemo.retrieval.models import load_model
 
     reloaded = load_model(str(folder / MODEL_DIRNAME), fresh=True)  # checks it embeds images
     again = evaluate_model(reloaded, store, settings, collection_id)
@@ -504,7 +506,7 @@ def test_finetune_beats_the_base_model_and_writes_the_run(store, settings, tiny_
 @pytest.mark.slow
 def test_default_finetune_on_the_default_demo_learns_the_scenes(store, settings):
     """The app's out-of-the-box path: built-in tiny model, default demo, default TrainConfig."""
-    from mmdemo.demo_data import ensure_demo_collection
+    from mmdemo.data.demo import ensure_demo_collection
 
     collection = ensure_demo_collection(store, settings)
     result = run_training(store, settings, collection.name, TrainConfig(), run_name="default")
@@ -569,8 +571,8 @@ def test_job_manager_runs_cancels_and_refuses_a_second_finetune(store, settings,
 DDP_SCRIPT = """
 import sys
 from mmdemo.settings import Settings
-from mmdemo.store import Store
-from mmdemo.training import TrainConfig, run_training
+from mmdemo.data.store import Store
+from mmdemo.training.run import TrainConfig, run_training
 
 settings = Settings.from_env({"MMDEMO_HOME": sys.argv[1]})
 config = TrainConfig(epochs=3, batch_size=8, loss="symmetric", max_minutes=30)
@@ -618,7 +620,7 @@ def test_two_processes_under_torchrun(store, settings, tiny_path, tmp_path):
 
 def test_default_config_is_gentle_for_a_pretrained_model():
     """The tiny model's start values would overwrite a real CLIP: pretrained gets its own."""
-    from mmdemo.training import default_config
+    from mmdemo.training.run import default_config
 
     tiny, pretrained = default_config(True), default_config(False)
     assert pretrained.lr <= tiny.lr / 100 and pretrained.epochs < tiny.epochs

@@ -11,7 +11,10 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from mmdemo.compare import (
+from mmdemo.data.demo import swap_attributes
+from mmdemo.data.images import load_rgb, train_path
+from mmdemo.data.ingest import ImportReport, ingest_item
+from mmdemo.retrieval.compare import (
     CompareError,
     LabelEdit,
     clear_label,
@@ -23,20 +26,17 @@ from mmdemo.compare import (
     set_label,
     undo_edit,
 )
-from mmdemo.demo_data import swap_attributes
-from mmdemo.evaluation import evaluate_model
-from mmdemo.images import load_rgb, train_path
-from mmdemo.ingest import ImportReport, ingest_item
-from mmdemo.models import build_tiny_clip
-from mmdemo.retrieval import compare_runs
+from mmdemo.retrieval.evaluation import evaluate_model
+from mmdemo.retrieval.models import build_tiny_clip
+from mmdemo.retrieval.search import compare_runs
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.settings import Settings
 from mmdemo.text import md
-from mmdemo.ui import compare_handlers as h
 from mmdemo.ui.app import build_app
-from mmdemo.ui.compare import as_outputs
-from mmdemo.ui.compare_handlers import CompareState
-from mmdemo.ui.compare_models import NO_RUN_NOTE, SAME_MODEL_NOTE
+from mmdemo.ui.compare import handlers as h
+from mmdemo.ui.compare.handlers import CompareState
+from mmdemo.ui.compare.layout import as_outputs
+from mmdemo.ui.compare.models import NO_RUN_NOTE, SAME_MODEL_NOTE
 from mmdemo.ui.results import TABLE_COLUMNS, is_skip, metrics_markdown
 from tests.conftest import make_image_bytes
 
@@ -176,7 +176,7 @@ def test_opening_measures_both_models_then_encodes_nothing_again(services):
     assert list(table.columns) == TABLE_COLUMNS
     base = services.models.get(services.model.spec)
     tuned = services.models.get(str(services.settings.runs_dir / RUN / "model"))
-    from mmdemo.models import model_fingerprint
+    from mmdemo.retrieval.models import model_fingerprint
 
     rows = compare_runs(
         services.store,

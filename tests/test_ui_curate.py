@@ -10,14 +10,14 @@ import gradio as gr
 import pandas as pd
 import pytest
 
-from mmdemo.ingest import ImportReport, ingest_item
+from mmdemo.data.ingest import ImportReport, ingest_item
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.settings import Settings
-from mmdemo.ui import curate_handlers as h
-from mmdemo.ui import curate_import as imp
 from mmdemo.ui.app import build_app, header_html, launch_options
-from mmdemo.ui.curate import as_outputs
-from mmdemo.ui.curate_handlers import PAGE_SIZE, CurateState
+from mmdemo.ui.curate import handlers as h
+from mmdemo.ui.curate import importing as imp
+from mmdemo.ui.curate.handlers import PAGE_SIZE, CurateState
+from mmdemo.ui.curate.layout import as_outputs
 from mmdemo.ui.results import is_skip
 from tests.conftest import make_image_bytes, plain
 
@@ -115,7 +115,11 @@ def test_app_header_tabs_and_launch_options(services):
     labels = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
     assert labels[0] == "Curate"
     options = launch_options(services.settings)
-    assert options["allowed_paths"] == [str(services.settings.images_dir)]
+    # Only the images and the dry-run zips may be served, both under MMDEMO_HOME.
+    assert options["allowed_paths"] == [
+        str(services.settings.images_dir),
+        str(services.settings.downloads_dir),
+    ]
     assert options["max_file_size"] == services.settings.max_upload_mb * 1024 * 1024
     assert demo.analytics_enabled is False
 

@@ -8,10 +8,10 @@ from gradio.helpers import special_args
 from gradio.utils import get_type_hints
 
 from mmdemo.services import DEMO_COLLECTION, Services
-from mmdemo.ui import curate_handlers as h
-from mmdemo.ui import curate_lookalikes as lk
 from mmdemo.ui.app import build_app
-from mmdemo.ui.curate import lookalike_outputs
+from mmdemo.ui.curate import handlers as h
+from mmdemo.ui.curate import lookalikes as lk
+from mmdemo.ui.curate.layout import lookalike_outputs
 from mmdemo.ui.results import is_skip
 from tests.conftest import plain
 from tests.space import ALICE

@@ -10,15 +10,15 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from mmdemo.ingest import ImportReport, ingest_item
+from mmdemo.data.ingest import ImportReport, ingest_item
 from mmdemo.services import Services
 from mmdemo.settings import Settings
-from mmdemo.ui import curate_handlers as h
-from mmdemo.ui import curate_import as imp
-from mmdemo.ui import curate_splits as sp
 from mmdemo.ui.app import build_app
-from mmdemo.ui.curate import as_outputs
-from mmdemo.ui.curate_handlers import CurateState, CurateView
+from mmdemo.ui.curate import handlers as h
+from mmdemo.ui.curate import importing as imp
+from mmdemo.ui.curate import splits as sp
+from mmdemo.ui.curate.handlers import CurateState, CurateView
+from mmdemo.ui.curate.layout import as_outputs
 from tests.conftest import make_image_bytes, plain
 
 

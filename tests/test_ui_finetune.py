@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from mmdemo.images import ImageLimits, ingest_image_bytes
-from mmdemo.jobs import JobSnapshot
-from mmdemo.models import ModelChoice
+from mmdemo.data.images import ImageLimits, ingest_image_bytes
+from mmdemo.data.store import Store
+from mmdemo.retrieval.models import ModelChoice
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.settings import Settings
-from mmdemo.store import Store
 from mmdemo.text import md
-from mmdemo.training import TrainConfig, TrainingError
-from mmdemo.ui import finetune_handlers as h
-from mmdemo.ui import finetune_view as v
-from mmdemo.ui.finetune_handlers import Knobs
-from mmdemo.ui.finetune_view import METRICS_COLUMNS, RUNS_COLUMNS
+from mmdemo.training.jobs import JobSnapshot
+from mmdemo.training.run import TrainConfig, TrainingError
+from mmdemo.ui.finetune import handlers as h
+from mmdemo.ui.finetune import view as v
+from mmdemo.ui.finetune.handlers import Knobs
+from mmdemo.ui.finetune.view import METRICS_COLUMNS, RUNS_COLUMNS
 from mmdemo.ui.results import is_skip
 from tests.conftest import make_image_bytes
 
@@ -444,7 +444,7 @@ def test_the_tab_never_listens_to_the_shared_collection():
     import gradio as gr
 
     from mmdemo.ui.common import Shared
-    from mmdemo.ui.finetune import build_finetune
+    from mmdemo.ui.finetune.layout import build_finetune
 
     settings = Settings.from_env({"MMDEMO_BASE_MODEL": "tiny"})
     services = Services(
@@ -467,7 +467,7 @@ def test_the_tab_never_listens_to_the_shared_collection():
 
 # -- what the next run will be, and a budget-decided run's progress -------------------------------
 def test_the_plan_says_how_many_epochs_fit_in_the_budget():
-    from mmdemo.schedule import Estimate, Plan, Speed
+    from mmdemo.training.schedule import Estimate, Plan, Speed
 
     fits = Estimate(17, Plan(120.0, 0.1).start(1360, Speed(34.0, "r-1")), 80.0)
     assert v.plan_markdown(fits) == (

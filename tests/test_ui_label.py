@@ -8,14 +8,14 @@ import html
 import gradio as gr
 import pytest
 
-from mmdemo.demo_data import swap_attributes
-from mmdemo.ingest import ImportReport, ingest_item
+from mmdemo.data.demo import swap_attributes
+from mmdemo.data.ingest import ImportReport, ingest_item
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.settings import Settings
 from mmdemo.text import html_text
-from mmdemo.ui import label_handlers as h
 from mmdemo.ui.app import build_app
-from mmdemo.ui.label import KEYS, PICK_JS, as_outputs, keys_js
+from mmdemo.ui.label import handlers as h
+from mmdemo.ui.label.layout import KEYS, PICK_JS, as_outputs, keys_js
 from mmdemo.ui.results import candidates_html, is_skip
 from tests.conftest import make_image_bytes, plain
 

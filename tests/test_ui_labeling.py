@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from mmdemo.compare import LabelEdit, clear_label, set_label
-from mmdemo.images import ImageLimits, ingest_image_bytes
-from mmdemo.models import ModelChoice
+from mmdemo.data.images import ImageLimits, ingest_image_bytes
+from mmdemo.data.store import Pair
+from mmdemo.retrieval.compare import LabelEdit, clear_label, set_label
+from mmdemo.retrieval.models import ModelChoice
 from mmdemo.services import Services
-from mmdemo.store import Pair
 from mmdemo.text import md
 from mmdemo.ui.identity import LOCAL_AUTHOR
 from mmdemo.ui.labeling import (

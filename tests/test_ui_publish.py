@@ -19,16 +19,16 @@ import pytest
 from gradio.utils import oauth_token_requirement
 from PIL import Image
 
-from mmdemo.hub import DryRunPublisher, publish_dataset
-from mmdemo.ingest import ImportReport, ingest_item
-from mmdemo.models import ModelChoice, build_tiny_clip
+from mmdemo.data.ingest import ImportReport, ingest_item
+from mmdemo.data.store import Store
+from mmdemo.hub.publish import DryRunPublisher, publish_dataset
+from mmdemo.retrieval.models import ModelChoice, build_tiny_clip
 from mmdemo.services import Services
 from mmdemo.settings import Settings
-from mmdemo.store import Store
 from mmdemo.ui import identity
-from mmdemo.ui import publish_handlers as h
-from mmdemo.ui import publish_view as v
 from mmdemo.ui.app import build_app
+from mmdemo.ui.publish import handlers as h
+from mmdemo.ui.publish import view as v
 from tests.conftest import make_image_bytes
 from tests.test_hub import FakeHfApi, _http_error
 

@@ -13,16 +13,16 @@ import pytest
 from gradio.helpers import special_args
 from gradio.utils import get_type_hints
 
-from mmdemo.demo_data import swap_attributes
-from mmdemo.hub import on_space
-from mmdemo.ingest import ImportReport, ingest_item
+from mmdemo.data.demo import swap_attributes
+from mmdemo.data.ingest import ImportReport, ingest_item
+from mmdemo.hub.publish import on_space
 from mmdemo.services import DEMO_COLLECTION, Services
-from mmdemo.ui import compare_handlers as compare
-from mmdemo.ui import curate_handlers as curate
-from mmdemo.ui import curate_import
-from mmdemo.ui import label_handlers as label
 from mmdemo.ui.app import build_app
-from mmdemo.ui.curate_handlers import CurateState
+from mmdemo.ui.compare import handlers as compare
+from mmdemo.ui.curate import handlers as curate
+from mmdemo.ui.curate import importing as curate_import
+from mmdemo.ui.curate.handlers import CurateState
+from mmdemo.ui.label import handlers as label
 from tests.conftest import make_image_bytes
 from tests.space import ALICE
 

@@ -11,20 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from mmdemo.demo_data import generate_demo_scenes
-from mmdemo.images import ImageLimits, ingest_image_bytes
-from mmdemo.jobs import JobManager, TrainingJob
+from mmdemo.data.demo import generate_demo_scenes
+from mmdemo.data.images import ImageLimits, ingest_image_bytes
+from mmdemo.data.store import Store
 from mmdemo.settings import Settings
-from mmdemo.store import Store
-from mmdemo.training import MODEL_DIRNAME, TrainConfig
-from mmdemo.zerogpu import MARGIN_S, gpu_duration, gpu_runner
+from mmdemo.training.jobs import JobManager
+from mmdemo.training.run import MODEL_DIRNAME, TrainConfig, TrainingJob
+from mmdemo.training.zerogpu import MARGIN_S, gpu_duration, gpu_runner
 
 WAIT = 300.0  # a safety net for the background run, not a speed check
 
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from mmdemo.models import build_tiny_clip
+    from mmdemo.retrieval.models import build_tiny_clip
 
     return str(build_tiny_clip(tmp_path_factory.mktemp("tiny") / "tiny-clip", seed=0))
 
@@ -90,7 +90,9 @@ def test_a_finetune_on_zerogpu_trains_inside_the_gpu_call(store, settings, fake_
     space = settings.with_overrides(space_id="me/demo")
     config = TrainConfig(epochs=3.0, batch_size=8, max_minutes=0.75, augment=False)
     manager = JobManager(store)
-    job_id = manager.start(TrainingJob(store, space, "shapes", config, "zero-run", tiny_path))
+    job_id = manager.start(
+        TrainingJob(store, space, "shapes", config, "zero-run", tiny_path, gpu_runner(space))
+    )
     snap = manager.wait(job_id, timeout=WAIT)
 
     assert snap is not None and snap.state == "finished", snap and snap.message
@@ -116,7 +118,9 @@ def test_cancel_reaches_the_gpu_call_through_the_flag(store, settings, fake_spac
     space = settings.with_overrides(space_id="me/demo")
     config = TrainConfig(epochs=500.0, batch_size=8, max_minutes=5.0, augment=False)
     manager = JobManager(store)
-    job_id = manager.start(TrainingJob(store, space, "shapes", config, "zero-cancel", tiny_path))
+    job_id = manager.start(
+        TrainingJob(store, space, "shapes", config, "zero-cancel", tiny_path, gpu_runner(space))
+    )
     seen_training = False
     for _ in range(int(WAIT * 10)):
         snap = manager.status(job_id)

@@ -19,11 +19,11 @@ from typing import Any
 
 import gradio as gr
 
-from mmdemo.compare import BASE, RUN_PREFIX, CompareError, model_options, search_command
-from mmdemo.evaluation import EvaluationError
-from mmdemo.models import ModelLoadError
+from mmdemo.data.store import StoreError
+from mmdemo.retrieval.compare import BASE, RUN_PREFIX, CompareError, model_options, search_command
+from mmdemo.retrieval.evaluation import EvaluationError
+from mmdemo.retrieval.models import ModelLoadError
 from mmdemo.services import Services
-from mmdemo.store import StoreError
 from mmdemo.text import CaptionRejected, clean_caption
 
 API_NAMES = ("list_collections", "list_models", "search")

@@ -18,11 +18,11 @@ from mmdemo.services import Services
 from mmdemo.settings import Settings
 from mmdemo.ui.api import register_api
 from mmdemo.ui.common import Shared, default_collection
-from mmdemo.ui.compare import build_compare
-from mmdemo.ui.curate import build_curate
-from mmdemo.ui.finetune import build_finetune
-from mmdemo.ui.label import build_label
-from mmdemo.ui.publish import build_publish
+from mmdemo.ui.compare.layout import build_compare
+from mmdemo.ui.curate.layout import build_curate
+from mmdemo.ui.finetune.layout import build_finetune
+from mmdemo.ui.label.layout import build_label
+from mmdemo.ui.publish.layout import build_publish
 
 TabBuilder = Callable[[Services, Shared], None]
 

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 import gradio as gr
 
-from mmdemo.ingest import ProgressFn
+from mmdemo.data.ingest import ProgressFn
+from mmdemo.data.store import Collection
 from mmdemo.services import DEMO_COLLECTION, Services
-from mmdemo.store import Collection
 from mmdemo.text import html_text, md
 
 

@@ -5,7 +5,8 @@ On a Hugging Face Space (``SPACE_ID`` set) with ``hf_oauth: true``, visitors log
 ``gr.OAuthProfile | None`` / ``gr.OAuthToken | None`` (Gradio fills them in, they are not event
 inputs). Writing to collections or publishing there needs a logged-in visitor
 (:func:`require_login`), and only the visitor's own token is used: the Space's ``HF_TOKEN``
-secret, which :func:`~mmdemo.hub.resolve_token` would fall back to, is never lent to visitors.
+secret, which :func:`~mmdemo.hub.publish.resolve_token` would fall back to, is never lent to
+visitors.
 Locally there is no login: a pasted token, else ``HF_TOKEN``, else a saved ``hf auth login``.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from mmdemo.hub import Secret, as_secret, on_space, resolve_token
+from mmdemo.hub.publish import Secret, as_secret, on_space, resolve_token
 from mmdemo.settings import Settings
 
 LOCAL_AUTHOR = "local"

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mmdemo.compare import LabelEdit, set_label, undo_edit
+from mmdemo.data.store import StoreError
+from mmdemo.retrieval.compare import LabelEdit, set_label, undo_edit
 from mmdemo.services import Services
-from mmdemo.store import StoreError
 from mmdemo.text import md
 from mmdemo.ui.common import warn
 from mmdemo.ui.identity import LoginRequired, label_author, require_login

@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from mmdemo.compare import (
+from mmdemo.data.store import Pair, StoreError
+from mmdemo.retrieval.compare import (
     CompareError,
     ModelRef,
     display_path,
@@ -18,13 +19,12 @@ from mmdemo.compare import (
     metric_rows,
     resolve_model,
 )
-from mmdemo.embeddings import ProgressFn
-from mmdemo.evaluation import EvaluationError
-from mmdemo.models import ModelLoadError
-from mmdemo.negatives import Candidate, LabelTask, label_candidates
-from mmdemo.retrieval import Hit
+from mmdemo.retrieval.embeddings import ProgressFn
+from mmdemo.retrieval.evaluation import EvaluationError
+from mmdemo.retrieval.models import ModelLoadError
+from mmdemo.retrieval.negatives import Candidate, LabelTask, label_candidates
+from mmdemo.retrieval.search import Hit
 from mmdemo.services import Services
-from mmdemo.store import Pair, StoreError
 from mmdemo.text import html_text, shorten
 
 TABLE_COLUMNS = ["Δ rank", "A", "B", "query", "pair"]

@@ -1,0 +1,1 @@
+"""The Finetune tab: ``layout.py`` builds it, ``handlers.py`` holds its thin handlers."""

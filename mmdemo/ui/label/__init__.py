@@ -1,0 +1,1 @@
+"""The Label tab: ``layout.py`` builds it, ``handlers.py`` holds its thin handlers."""

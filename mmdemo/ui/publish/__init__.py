@@ -1,0 +1,1 @@
+"""The Publish tab: ``layout.py`` builds it, ``handlers.py`` holds its thin handlers."""
