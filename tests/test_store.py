@@ -269,3 +269,13 @@ def test_page_index_sees_writes_from_another_connection(settings):
     assert app.page_pairs(c.id, 5, page_size=2) == ([], 5)
     app.close()
     cli.close()
+
+
+def test_an_in_memory_store_leaves_no_lock_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = Store(":memory:")
+    try:
+        assert store.schema_version() > 0
+    finally:
+        store.close()
+    assert list(tmp_path.iterdir()) == []

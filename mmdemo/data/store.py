@@ -10,6 +10,7 @@ records their metadata. Deleting a pair is a soft delete (``deleted_at``) so it 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sqlite3
@@ -225,7 +226,13 @@ class Store:
         # Processes opening one fresh database at once (torchrun ranks on a fresh home) take
         # turns: switching a new file to WAL can fail with "database is locked" at once, without
         # waiting for the busy timeout.
-        with file_lock(self.db_path.with_name(self.db_path.name + ".open-lock")):
+        in_memory = str(db_path) == ":memory:"
+        opening = (
+            contextlib.nullcontext()
+            if in_memory
+            else file_lock(self.db_path.with_name(self.db_path.name + ".open-lock"))
+        )
+        with opening:
             self._conn = sqlite3.connect(
                 self.db_path, check_same_thread=False, isolation_level=None, timeout=30.0
             )
