@@ -20,6 +20,8 @@ BENCHMARKS = [
     "bench.bench_train",
     "bench.bench_label",
 ]
+"""Run by default. ``bench.gpu_check`` is left out (it is for a GPU machine); name a module on the
+command line to add it (``python -m bench.run_all bench.gpu_check``)."""
 
 
 def main() -> int:
