@@ -17,6 +17,8 @@ from pathlib import Path
 
 from mmdemo.settings import Settings
 
+BASE_MODEL_HELP = "auto, tiny (tiny-clip), tiny-siglip, tiny-siglip2, a Hub id or a local path"
+
 
 class CliError(Exception):
     """A failure to report as one line on stderr."""
@@ -318,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the web app")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--base-model", help="auto, tiny, a Hub id or a local path")
+    serve.add_argument("--base-model", help=BASE_MODEL_HELP)
 
     sub.add_parser("collections", help="list collections with counts")
 
@@ -356,13 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="finetune the base model on a collection")
     train.add_argument("--collection", required=True)
-    train.add_argument("--base-model", help="auto, tiny, a Hub id or a local path")
+    train.add_argument("--base-model", help=BASE_MODEL_HELP)
     train.add_argument("--epochs", type=float)
     train.add_argument("--max-minutes", type=float, help="time budget of the training loop")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--seed", type=int)
-    train.add_argument("--loss", choices=["mnrl", "symmetric", "cached", "cached-symmetric"])
+    train.add_argument(
+        "--loss", choices=["mnrl", "symmetric", "cached", "cached-symmetric", "sigmoid"]
+    )
     train.add_argument(
         "--hard-negatives",
         action=argparse.BooleanOptionalAction,

@@ -33,7 +33,8 @@ class Settings:
     home: Path
     """MMDEMO_HOME: all runtime state (database, images, runs, caches)."""
     base_model: str = "auto"
-    """MMDEMO_BASE_MODEL: ``auto``, ``tiny``, a Hub id or a local path."""
+    """MMDEMO_BASE_MODEL: ``auto``, ``tiny`` (= ``tiny-clip``), ``tiny-siglip``, ``tiny-siglip2``
+    (built-in tiny models, built offline on first use), a Hub id or a local path."""
     host: str = "127.0.0.1"
     """MMDEMO_HOST: interface the web app binds to."""
     port: int = 7860

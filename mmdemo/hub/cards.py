@@ -37,12 +37,29 @@ METRIC_ORDER = (
     "mrr@10",
     "ndcg@10",
 )
-TINY_BASE_DESCRIPTION = (
-    "mmdemo's built-in tiny CLIP: a randomly initialised CLIP (64-dimensional embeddings,"
-    " 32×32-pixel images, a byte-level tokenizer) that mmdemo builds offline from a fixed seed for"
-    " tests and machines without Hub access. It is not on the Hub, and a model finetuned from it"
-    " is a demonstration, not a useful retrieval model."
-)
+TINY_BASE_DETAILS: dict[str, str] = {
+    "CLIP": "a randomly initialised CLIP (64-dimensional embeddings, 32×32-pixel images, a"
+    " byte-level tokenizer)",
+    "SigLIP": "a randomly initialised SigLIP (64-dimensional embeddings, 32×32-pixel images, a"
+    " SigLIP-style word tokenizer, text padded to 64 tokens as SigLIP was trained)",
+    "SigLIP 2": "a randomly initialised SigLIP 2 (64-dimensional embeddings, images cut into at"
+    " most 64 patches of 4×4 pixels at their own aspect ratio, SigLIP 2's Gemma-style tokenizer,"
+    " text padded to 64 tokens as SigLIP 2 was trained)",
+}
+"""What each built-in tiny model is, by family (``TinyFamily.title``)."""
+
+
+def tiny_base_description(family: str = "CLIP") -> str:
+    """The card's sentence on a built-in tiny base model of ``family`` (CLIP, SigLIP, SigLIP 2)."""
+    details = TINY_BASE_DETAILS.get(family, f"a randomly initialised {family}")
+    return (
+        f"mmdemo's built-in tiny {family}: {details} that mmdemo builds offline from a fixed seed"
+        " for tests and machines without Hub access. It is not on the Hub, and a model finetuned"
+        " from it is a demonstration, not a useful retrieval model."
+    )
+
+
+TINY_BASE_DESCRIPTION = tiny_base_description("CLIP")
 EVAL_KEYS_NOTE = (
     "accuracy@k is the share of queries with a relevant item among the top k (the app calls it"
     " recall@k); MRR@10 is the mean reciprocal rank of the first relevant item; NDCG@10 uses"
@@ -100,6 +117,8 @@ class ModelCardInfo:
     """Images of the eval split shipped in the repo (``assets/…``)."""
     evaluation: CardEvaluation | None = None
     is_tiny_base: bool = False
+    tiny_base: str = "CLIP"
+    """Which built-in tiny model the base is, when ``is_tiny_base`` (CLIP, SigLIP, SigLIP 2)."""
 
 
 # -- pieces ------------------------------------------------------------------------------------
@@ -377,7 +396,7 @@ def _base_line(info: ModelCardInfo) -> str:
     if info.base_model_id:
         return _hub_link(info.base_model_id)
     if info.is_tiny_base:
-        return "mmdemo's built-in tiny CLIP"
+        return f"mmdemo's built-in tiny {info.tiny_base}"
     return _cell(info.base_model)
 
 
@@ -442,7 +461,9 @@ def _evaluation_section(info: ModelCardInfo) -> list[str]:
             f"With `SentenceTransformer({_literal(info.base_model_id)})` it gives the base column."
         )
     elif info.is_tiny_base:
-        out.append("The base column is mmdemo's built-in tiny CLIP, which is not on the Hub.")
+        out.append(
+            f"The base column is mmdemo's built-in tiny {info.tiny_base}, which is not on the Hub."
+        )
     if not info.dataset_repo:
         out.append(
             "The dataset was not published with this model: export the collection"
@@ -472,7 +493,7 @@ def _mmdemo_sections(info: ModelCardInfo) -> str:
     if info.base_model_id:
         out.append(f"- {base}")
     elif info.is_tiny_base:
-        out.append(f"- {TINY_BASE_DESCRIPTION}")
+        out.append(f"- {tiny_base_description(info.tiny_base)}")
     else:
         out.append(f"- {_cell(info.base_model)} (not on the Hub)")
     out += ["", "### Training data", ""]

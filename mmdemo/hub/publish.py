@@ -264,18 +264,22 @@ class BaseModelName:
     label: str
     hub_id: str | None
     is_tiny: bool
+    tiny_family: str = "CLIP"
+    """The built-in tiny model's family (CLIP, SigLIP, SigLIP 2), when ``is_tiny``."""
 
 
 def describe_base_model(base_model: str) -> BaseModelName:
-    """The Hub id of the base model, or what it is when it has none (the tiny CLIP, a folder)."""
-    from mmdemo.retrieval.models import TINY_MODEL_DIRNAME
+    """The Hub id of the base model, or what it is when it has none (a built-in tiny CLIP,
+    SigLIP or SigLIP 2, or a local folder)."""
+    from mmdemo.retrieval.models import tiny_family
 
     hub_id = hub_model_id(base_model)
     if hub_id:
         return BaseModelName(hub_id, hub_id, False)
     name = Path(base_model or "").name
-    if name == TINY_MODEL_DIRNAME:
-        return BaseModelName("mmdemo's built-in tiny CLIP", None, True)
+    tiny = tiny_family(name) if name != "tiny" else None  # a folder is named by its dirname
+    if tiny is not None:
+        return BaseModelName(f"mmdemo's built-in tiny {tiny.title}", None, True, tiny.title)
     return BaseModelName(f"a local model folder named “{name or 'unknown'}”", None, False)
 
 
@@ -431,6 +435,7 @@ def _stage_model(
             examples=tuple(examples),
             evaluation=evaluation,
             is_tiny_base=base.is_tiny,
+            tiny_base=base.tiny_family,
         )
         roots = _server_roots(settings, run_dir, model_dir, run.base_model, staging)
         card = scrub_paths(render_model_card(info), roots)

@@ -1,12 +1,15 @@
 """Which embedding model to start from, and loading it.
 
-- :func:`build_tiny_clip` makes a tiny, randomly initialised CLIP offline (a few seconds), so the
-  app, the tests and machines without Hub access always have a real model that trains.
-- :func:`resolve_base_model` turns ``settings.base_model`` (``auto``, ``tiny``, a local folder or a
-  Hub id) into a :class:`ModelChoice`; it never waits on the network longer than
-  ``settings.hub_timeout_s``.
+- :func:`build_tiny_model` makes a tiny, randomly initialised CLIP, SigLIP or SigLIP 2 offline (a
+  few seconds; :func:`build_tiny_clip` is the CLIP one), so the app, the tests and machines without
+  Hub access always have a real model that trains. :data:`TINY_FAMILIES` lists them.
+- :func:`resolve_base_model` turns ``settings.base_model`` (``auto``, ``tiny`` / ``tiny-clip``,
+  ``tiny-siglip``, ``tiny-siglip2``, a local folder or a Hub id) into a :class:`ModelChoice`; it
+  never waits on the network longer than ``settings.hub_timeout_s``.
 - :func:`load_model` loads a model through a process-wide :class:`ModelCache` and refuses models
-  that cannot embed images (:class:`ModelLoadError`).
+  that cannot embed images (:class:`ModelLoadError`). A SigLIP / SigLIP 2 without its own text
+  padding setting gets the one it was trained with (:func:`apply_family_defaults`), so every run
+  the app saves carries it.
 - :func:`model_fingerprint` is a stable id of a model's weights for caching embeddings.
 """
 
@@ -52,14 +55,68 @@ TINY_VISION_CONFIG: Mapping[str, int] = MappingProxyType(
         "num_attention_heads": 4,
     }
 )
+TINY_SIGLIP_MAX_TOKENS = 64
+"""SigLIP and SigLIP 2 were trained on text padded to exactly 64 tokens."""
+TINY_SIGLIP2_PATCHES = 64
+"""Patches per image of the tiny SigLIP 2 (8 × 8 of 4 px: the same 32 px geometry as the others)."""
 _BOS = "<|startoftext|>"
 _EOS = "<|endoftext|>"
+_SIGLIP_FAMILIES = ("siglip", "siglip2")
 _MODEL_MARKERS = ("modules.json", "config.json")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 class ModelLoadError(RuntimeError):
     """A model that cannot be used; ``str(exc)`` is a message for people."""
+
+
+@dataclass(frozen=True)
+class TinyFamily:
+    """One built-in tiny model: which architecture, where it lives, how it preprocesses."""
+
+    key: str
+    """``clip``, ``siglip`` or ``siglip2``."""
+    dirname: str
+    """Folder name under ``models_dir`` and the ``MMDEMO_BASE_MODEL`` value that picks it."""
+    title: str
+    """The architecture's name for people (``CLIP``, ``SigLIP``, ``SigLIP 2``)."""
+    processing_kwargs: Mapping[str, Mapping[str, Any]]
+    """sentence-transformers' ``Transformer(processing_kwargs=…)`` saved with the model."""
+
+
+_SIGLIP_TEXT = {"padding": "max_length", "max_length": TINY_SIGLIP_MAX_TOKENS}
+TINY_FAMILIES: Mapping[str, TinyFamily] = MappingProxyType(
+    {
+        "clip": TinyFamily("clip", TINY_MODEL_DIRNAME, "CLIP", MappingProxyType({})),
+        "siglip": TinyFamily(
+            "siglip", "tiny-siglip", "SigLIP", MappingProxyType({"text": _SIGLIP_TEXT})
+        ),
+        "siglip2": TinyFamily(
+            "siglip2",
+            "tiny-siglip2",
+            "SigLIP 2",
+            MappingProxyType(
+                {
+                    "text": _SIGLIP_TEXT,
+                    # Siglip2Processor's own defaults (patch 16, 256 patches) override the image
+                    # processor's at call time, so the tiny geometry is set where ST calls it.
+                    "image": {"patch_size": 4, "max_num_patches": TINY_SIGLIP2_PATCHES},
+                }
+            ),
+        ),
+    }
+)
+"""The built-in tiny models by family key."""
+TINY_ALIASES: Mapping[str, str] = MappingProxyType(
+    {"tiny": "clip", **{f.dirname: key for key, f in TINY_FAMILIES.items()}}
+)
+"""``MMDEMO_BASE_MODEL`` / ``--base-model`` values that pick a built-in tiny model."""
+
+
+def tiny_family(name: str) -> TinyFamily | None:
+    """The tiny family a base-model value (``tiny-siglip``) or model folder name stands for."""
+    key = TINY_ALIASES.get((name or "").strip().lower())
+    return TINY_FAMILIES[key] if key else None
 
 
 @dataclass(frozen=True)
@@ -131,18 +188,15 @@ def _bpe_pieces(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[s
     return symbols
 
 
-def _tiny_merges(words: tuple[str, ...] = TINY_WORDS) -> list[tuple[str, str]]:
-    """Deterministic merges that make every word in ``words`` a single token.
+def _word_merges(spellings: list[list[str]]) -> list[tuple[str, str]]:
+    """Deterministic merges that make every spelling (a word as a list of symbols) one token.
 
-    Words are taken in order; while a word still splits, the merge of its two leftmost pieces is
+    Spellings are taken in order; while one still splits, the merge of its two leftmost pieces is
     appended. Later merges rank after earlier ones, so words already whole stay whole.
     """
-    chars = _byte_chars()
     merges: list[tuple[str, str]] = []
     ranks: dict[tuple[str, str], int] = {}
-    for word in dict.fromkeys(words):
-        symbols = [chars[b] for b in word.encode("utf-8")]
-        symbols[-1] += "</w>"
+    for symbols in spellings:
         pieces = _bpe_pieces(symbols, ranks)
         while len(pieces) > 1:
             pair = (pieces[0], pieces[1])
@@ -150,6 +204,17 @@ def _tiny_merges(words: tuple[str, ...] = TINY_WORDS) -> list[tuple[str, str]]:
             merges.append(pair)
             pieces = _bpe_pieces(symbols, ranks)
     return merges
+
+
+def _tiny_merges(words: tuple[str, ...] = TINY_WORDS) -> list[tuple[str, str]]:
+    """CLIP's byte-level merges that make every word in ``words`` a single ``word</w>`` token."""
+    chars = _byte_chars()
+    spellings = []
+    for word in dict.fromkeys(words):
+        symbols = [chars[b] for b in word.encode("utf-8")]
+        symbols[-1] += "</w>"
+        spellings.append(symbols)
+    return _word_merges(spellings)
 
 
 def _tiny_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
@@ -160,9 +225,8 @@ def _tiny_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
-def _save_tiny_hf_folder(folder: Path, seed: int) -> None:
-    """Write a randomly initialised (seeded) HF CLIP with tokenizer and processor to ``folder``."""
-    import torch
+def _tiny_clip_parts(folder: Path) -> tuple[Any, Any, Any]:
+    """The tiny CLIP's config, model class and processor (byte-level BPE, 32 px ViT)."""
     from transformers import (
         CLIPConfig,
         CLIPImageProcessor,
@@ -194,14 +258,125 @@ def _save_tiny_hf_folder(folder: Path, seed: int) -> None:
     config = CLIPConfig(
         text_config=text_config, vision_config=vision_config, projection_dim=TINY_PROJECTION_DIM
     )
+    vocab_file.unlink()
+    merges_file.unlink()
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    return config, CLIPModel, processor
+
+
+def _siglip_tokenizer() -> Any:
+    """A SigLIP-like tokenizer that needs no ``sentencepiece``: lowercase, punctuation removed,
+    ``▁``-prefixed words, ``</s>`` appended and used for padding on the right, 64 tokens.
+
+    SigLIP's own ``SiglipTokenizer`` is a SentencePiece model (it needs the ``sentencepiece``
+    package and a trained ``spiece.model``); this is the same behaviour as a ``tokenizers`` BPE
+    with the demo's words whole, saved as a generic ``TokenizersBackend``.
+    """
+    import re
+    import string
+
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import BPE
+    from transformers import TokenizersBackend
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    chars = [chr(c) for c in range(ord("!"), ord("~") + 1)] + ["▁"]
+    merges = _word_merges([list("▁" + word) for word in dict.fromkeys(TINY_WORDS)])
+    tokens = specials + chars + [a + b for a, b in merges]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    backend = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True))
+    backend.normalizer = normalizers.Sequence(
+        [
+            normalizers.Lowercase(),
+            normalizers.Replace(Regex(f"[{re.escape(string.punctuation)}]"), ""),
+            normalizers.Replace(Regex(" {2,}"), " "),
+            normalizers.Strip(),
+        ]
+    )
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", vocab["</s>"])]
+    )
+    return TokenizersBackend(
+        tokenizer_object=backend,
+        eos_token="</s>",
+        pad_token="</s>",
+        unk_token="<unk>",
+        model_max_length=TINY_SIGLIP_MAX_TOKENS,
+        padding_side="right",
+    )
+
+
+def _siglip2_tokenizer() -> Any:
+    """SigLIP 2's own ``Siglip2Tokenizer`` (Gemma-style BPE with byte fallback, lowercased), with
+    a tiny vocabulary: specials, the 256 byte tokens, printable ASCII, and the demo's words whole
+    (``red`` at the start of a text, ``▁red`` after a space)."""
+    from transformers import Siglip2Tokenizer
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    chars = [chr(c) for c in range(ord("!"), ord("~") + 1)] + ["▁"]
+    spellings = [s for w in dict.fromkeys(TINY_WORDS) for s in (list(w), list("▁" + w))]
+    merges = _word_merges(spellings)
+    tokens = specials + byte_tokens + chars + [a + b for a, b in merges]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    return Siglip2Tokenizer(vocab=vocab, merges=merges, model_max_length=TINY_SIGLIP_MAX_TOKENS)
+
+
+def _tiny_siglip_parts(family: str) -> tuple[Any, Any, Any]:
+    """The tiny SigLIP's or SigLIP 2's config, model class and processor (32 px, patch 4)."""
+    from transformers import (
+        Siglip2Config,
+        Siglip2ImageProcessor,
+        Siglip2Model,
+        Siglip2Processor,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+        SiglipProcessor,
+    )
+
+    tokenizer = _siglip_tokenizer() if family == "siglip" else _siglip2_tokenizer()
+    text_config = {
+        **TINY_TEXT_CONFIG,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": TINY_SIGLIP_MAX_TOKENS,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+    if family == "siglip":
+        vision_config = {**TINY_VISION_CONFIG, "image_size": TINY_IMAGE_SIZE}
+        size = {"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}
+        image_processor = SiglipImageProcessor(size=size)
+        processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        config = SiglipConfig(text_config=text_config, vision_config=vision_config)
+        return config, SiglipModel, processor
+    vision_config = {**TINY_VISION_CONFIG, "num_patches": TINY_SIGLIP2_PATCHES}
+    image_processor = Siglip2ImageProcessor(
+        patch_size=TINY_VISION_CONFIG["patch_size"], max_num_patches=TINY_SIGLIP2_PATCHES
+    )
+    processor = Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer)
+    config = Siglip2Config(text_config=text_config, vision_config=vision_config)
+    return config, Siglip2Model, processor
+
+
+def _save_tiny_hf_folder(folder: Path, seed: int, family: str = "clip") -> None:
+    """Write a randomly initialised (seeded) HF model of ``family`` (``clip``, ``siglip``,
+    ``siglip2``) with its tokenizer and processor to ``folder``."""
+    import torch
+
+    if family == "clip":
+        config, model_class, processor = _tiny_clip_parts(folder)
+    else:
+        config, model_class, processor = _tiny_siglip_parts(family)
     # Seed a private RNG state so building never disturbs the caller's random stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = CLIPModel(config)
-    vocab_file.unlink()
-    merges_file.unlink()
+        model = model_class(config)
     model.save_pretrained(folder)
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    processor.save_pretrained(folder)
 
 
 def _probe_image() -> Any:
@@ -229,19 +404,26 @@ def verify_encodes_both(model: SentenceTransformer) -> int:
     return int(text_vec.shape[-1])
 
 
-def build_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
-    """Build the tiny CLIP into ``out_dir`` (a sentence-transformers folder) and return it.
+def build_tiny_model(out_dir: Path, family: str = "clip", seed: int = 0) -> Path:
+    """Build the tiny model of ``family`` (a :data:`TINY_FAMILIES` key) into ``out_dir`` (a
+    sentence-transformers folder) and return it.
 
     Offline and deterministic: the same seed gives the same weights. The folder is written by
-    ``SentenceTransformer.save_pretrained`` so it carries ``sentence_bert_config.json``; without
-    it the folder would load text-only. The result is checked to embed images and text.
+    ``SentenceTransformer.save_pretrained`` so it carries ``sentence_bert_config.json`` (without
+    it the folder would load text-only) and the family's ``processing_kwargs`` (SigLIP's text
+    padding). The result is checked to embed images and text.
     """
     from sentence_transformers import SentenceTransformer
 
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"Unknown tiny model family {family!r}; use one of {list(TINY_FAMILIES)}")
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="mmdemo-tiny-hf-") as raw:
-        _save_tiny_hf_folder(Path(raw), seed)
+        _save_tiny_hf_folder(Path(raw), seed, family)
         model = SentenceTransformer(raw, device="cpu")
+        kwargs = {k: dict(v) for k, v in TINY_FAMILIES[family].processing_kwargs.items()}
+        if kwargs:
+            model[0].processing_kwargs = kwargs
         model.save_pretrained(str(out_dir))
     if not (out_dir / "sentence_bert_config.json").is_file():
         raise ModelLoadError(
@@ -249,6 +431,17 @@ def build_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
         )
     verify_encodes_both(SentenceTransformer(str(out_dir), device="cpu"))
     return out_dir
+
+
+def build_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
+    """Build the tiny CLIP into ``out_dir`` (see :func:`build_tiny_model`) and return it."""
+    return build_tiny_model(out_dir, "clip", seed)
+
+
+def _build_tiny(family: TinyFamily, out_dir: Path) -> Path:
+    if family.key == "clip":
+        return build_tiny_clip(out_dir)  # looked up at call time (tests count the builds)
+    return build_tiny_model(out_dir, family.key)
 
 
 _TINY_LOCK = threading.Lock()
@@ -260,24 +453,26 @@ def _is_complete_tiny(folder: Path) -> bool:
     ).is_file()
 
 
-def ensure_tiny_model(settings: Settings) -> Path:
-    """Build the tiny model once into ``models_dir/tiny-clip`` and return its path.
+def ensure_tiny_model(settings: Settings, family: str = "clip") -> Path:
+    """Build the tiny model of ``family`` once into ``models_dir/<its dirname>`` (``tiny-clip``,
+    ``tiny-siglip``, ``tiny-siglip2``) and return its path.
 
     Built in a temporary sibling folder and renamed into place, so a killed build never leaves
     a half-written model behind. The check and the build hold a file lock under
     ``settings.home``: a second process (another ``torchrun`` rank) waits and then finds the
     finished model, instead of replacing it as an incomplete leftover while the first loads it.
     """
-    target = settings.models_dir / TINY_MODEL_DIRNAME
+    tiny = TINY_FAMILIES[family]
+    target = settings.models_dir / tiny.dirname
     if _is_complete_tiny(target):
         return target
     with _TINY_LOCK, file_lock(settings.home / "locks" / "tiny-model.lock"):
         if _is_complete_tiny(target):
             return target
         settings.models_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_DIRNAME}-", dir=settings.models_dir))
+        staging = Path(tempfile.mkdtemp(prefix=f".{tiny.dirname}-", dir=settings.models_dir))
         try:
-            build_tiny_clip(staging / "model")
+            _build_tiny(tiny, staging / "model")
             if target.exists():  # an incomplete leftover from something else: replace it
                 shutil.rmtree(target, ignore_errors=True)
             try:
@@ -344,9 +539,9 @@ def hub_answers(repo_id: str, timeout_s: float) -> tuple[bool, str]:
     return False, f"the Hub could not be reached ({type(error).__name__})"
 
 
-def _tiny_choice(settings: Settings, reason: str) -> ModelChoice:
-    path = ensure_tiny_model(settings)
-    return ModelChoice(str(path), "tiny-clip (built-in)", reason, True)
+def _tiny_choice(settings: Settings, reason: str, family: str = "clip") -> ModelChoice:
+    path = ensure_tiny_model(settings, family)
+    return ModelChoice(str(path), f"{TINY_FAMILIES[family].dirname} (built-in)", reason, True)
 
 
 def _looks_like_model_folder(path: Path) -> bool:
@@ -356,14 +551,18 @@ def _looks_like_model_folder(path: Path) -> bool:
 def resolve_base_model(settings: Settings) -> ModelChoice:
     """Turn ``settings.base_model`` into the model to load, with a reason for the UI.
 
-    ``auto`` prefers :data:`DEFAULT_CLIP_MODEL` when it is cached or the Hub answers within
-    ``settings.hub_timeout_s``, else the built-in tiny model. Raises :class:`ModelLoadError` for
-    a local path that is not a model folder.
+    ``tiny`` / ``tiny-clip``, ``tiny-siglip`` and ``tiny-siglip2`` pick a built-in tiny model
+    (built on first use). ``auto`` prefers :data:`DEFAULT_CLIP_MODEL` when it is cached or the
+    Hub answers within ``settings.hub_timeout_s``, else the built-in tiny CLIP. Raises
+    :class:`ModelLoadError` for a local path that is not a model folder.
     """
     wanted = (settings.base_model or "auto").strip()
-    if wanted.lower() == "tiny":
+    tiny = tiny_family(wanted)
+    if tiny is not None:
         return _tiny_choice(
-            settings, "The built-in tiny CLIP was requested (MMDEMO_BASE_MODEL=tiny)."
+            settings,
+            f"The built-in tiny {tiny.title} was requested (MMDEMO_BASE_MODEL={wanted}).",
+            tiny.key,
         )
     if wanted.lower() == "auto":
         short = DEFAULT_CLIP_MODEL.split("/")[-1]
@@ -397,6 +596,31 @@ def resolve_base_model(settings: Settings) -> ModelChoice:
 
 
 # -- loading -------------------------------------------------------------------------------------
+def apply_family_defaults(model: SentenceTransformer) -> bool:
+    """Give a SigLIP / SigLIP 2 the text padding it was trained with; True when it changed.
+
+    sentence-transformers pads text to the longest in the batch unless the module's
+    ``processing_kwargs`` say otherwise, but SigLIP pools the last position and was trained on
+    text padded to exactly ``max_length`` (64) tokens: pad-to-longest degrades it badly. A model
+    that sets its own text padding is left alone. The setting lives on the ``Transformer`` module,
+    so ``save_pretrained`` writes it into every run the app saves.
+    """
+    module = model[0] if len(model) else None
+    config = getattr(getattr(module, "model", None), "config", None)
+    if getattr(config, "model_type", None) not in _SIGLIP_FAMILIES:
+        return False
+    kwargs = getattr(module, "processing_kwargs", None)
+    if kwargs is None or "padding" in (kwargs.get("text") or {}):
+        return False
+    text_config = getattr(config, "text_config", None)
+    length = getattr(text_config, "max_position_embeddings", None) or TINY_SIGLIP_MAX_TOKENS
+    module.processing_kwargs = {
+        **kwargs,
+        "text": {**(kwargs.get("text") or {}), "padding": "max_length", "max_length": length},
+    }
+    return True
+
+
 def check_multimodal(model: SentenceTransformer) -> None:
     """Raise :class:`ModelLoadError` unless the model embeds both images and text."""
     supports = getattr(model, "supports", None)
@@ -437,6 +661,7 @@ def _load_uncached(spec: str, device: str | None) -> SentenceTransformer:
     except Exception as exc:  # noqa: BLE001 - surface any loader failure as one clear error
         raise ModelLoadError(f"Could not load the model {spec!r}: {exc}") from exc
     check_multimodal(model)
+    apply_family_defaults(model)
     return model
 
 

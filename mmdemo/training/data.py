@@ -27,10 +27,17 @@ costs nothing and spreads duplicates over batches.
 Measured on class-like data (320 demo scenes captioned only by their two shapes: 6 captions; tiny
 model, batch 32, 80 / 240 steps, eval text→image recall@1): masking + default sampler 0.67 / 1.00;
 NO_DUPLICATES (batches of at most 6 rows) 0.33 / 0.67; no masking + default sampler 0.50 / 0.83.
+
+SigLIP's sigmoid loss (:class:`MaskedSigmoidLoss`, ``loss="sigmoid"``) scores every caption–image
+pair of a batch as its own yes/no question, so a relevant pair off the diagonal (same caption, same
+image, also-positive) is simply a *positive* there (label +1), not something to hide; hard
+negatives are more "no" pairs. Its temperature and bias are parameters of the loss, trained with the
+model and averaged across processes under DDP.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -38,12 +45,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
 )
 from sentence_transformers.util import cos_sim
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmdemo.data.images import load_rgb, train_path
 from mmdemo.data.store import Store
@@ -320,12 +328,15 @@ def build_loss(
     mini_batch_size: int = 16,
     matryoshka_dims: Sequence[int] = (),
 ) -> Any:
-    """The loss for ``name``: ``mnrl``, ``symmetric``, ``cached`` or ``cached-symmetric``,
-    wrapped in ``MatryoshkaLoss`` when ``matryoshka_dims`` are given."""
+    """The loss for ``name``: ``mnrl``, ``symmetric``, ``cached``, ``cached-symmetric`` or
+    ``sigmoid`` (which learns its own temperature: ``scale`` is not used), wrapped in
+    ``MatryoshkaLoss`` when ``matryoshka_dims`` are given."""
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
     symmetric = name.endswith("symmetric")
-    if name.startswith("cached"):
+    if name == "sigmoid":
+        loss = MaskedSigmoidLoss(model, relevance)
+    elif name.startswith("cached"):
         loss = MaskedCachedMultipleNegativesRankingLoss(
             model, relevance, symmetric, scale, mini_batch_size
         )
@@ -406,3 +417,143 @@ class MaskedCachedMultipleNegativesRankingLoss(CachedMultipleNegativesRankingLos
 
     def get_config_dict(self) -> dict[str, Any]:
         return {**super().get_config_dict(), "masks_relevant_in_batch": True}
+
+
+# -- SigLIP's sigmoid loss -------------------------------------------------------------------------
+def sigmoid_pair_losses(
+    captions: Tensor,
+    images: Tensor,
+    extra: Tensor | None,
+    labels: Tensor,
+    relevance: Relevance,
+    log_scale: Tensor,
+    bias: Tensor,
+) -> Tensor:
+    """SigLIP's loss per batch row: ``-Σ_j log σ(z_ij · (t · cos(x_i, y_j) + b))``.
+
+    ``t = exp(log_scale)``. Rows ``x`` are the batch's captions plus its caption negatives, columns
+    ``y`` its images plus its image negatives (a row's ``extra`` is one or the other by its kind;
+    a pairs-only batch has none). ``z_ij`` is +1 when caption ``i`` and image ``j`` match
+    (:class:`Relevance`: the diagonal, a same-caption or same-image pair, an also-positive label)
+    and -1 otherwise. Returns one value per caption of the batch (its extra caption's pairs, when
+    it has one, are added to it), so ``.mean()`` is the paper's ``1/|B| Σ_i Σ_j``.
+    """
+    labels = labels.to(captions.device).long()
+    group, image_id, kind, extra_id = labels.unbind(1)
+    rows, cols, row_groups, col_images = captions, images, group, image_id
+    owner = torch.arange(captions.size(0), device=captions.device)
+    if extra is not None:
+        is_caption, is_image = kind == EXTRA_CAPTION, kind == EXTRA_IMAGE
+        rows = torch.cat([captions, extra[is_caption]])
+        row_groups = torch.cat([group, extra_id[is_caption]])
+        owner = torch.cat([owner, owner[is_caption]])
+        cols = torch.cat([images, extra[is_image]])
+        col_images = torch.cat([image_id, extra_id[is_image]])
+    positive = relevance.matches(row_groups[:, None], col_images[None, :])
+    sign = positive.to(rows.dtype) * 2 - 1
+    logits = cos_sim(rows, cols) * log_scale.exp() + bias
+    per_row = -nn.functional.logsigmoid(sign * logits).sum(dim=1)
+    return torch.zeros(captions.size(0), dtype=per_row.dtype, device=per_row.device).index_add(
+        0, owner, per_row
+    )
+
+
+def _average_across_processes(grad: Tensor) -> Tensor:
+    """The gradient averaged over all processes (DDP averages the model's, not the loss's)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return grad
+    grad = grad.clone()
+    dist.all_reduce(grad)
+    return grad / dist.get_world_size()
+
+
+def siglip_start_values(model: Any) -> tuple[float, float] | None:
+    """A pretrained SigLIP's own ``(log t, b)``, or None (not a SigLIP, or untrained: transformers
+    initialises both to 0, far from the paper's start)."""
+    found = {
+        name.rsplit(".", 1)[-1]: param
+        for name, param in model.named_parameters()
+        if name.endswith(("logit_scale", "logit_bias"))
+    }
+    if set(found) != {"logit_scale", "logit_bias"}:
+        return None
+    scale, bias = (
+        float(found["logit_scale"].reshape(-1)[0]),
+        float(found["logit_bias"].reshape(-1)[0]),
+    )
+    if scale == 0.0 and bias == 0.0:
+        return None
+    return scale, bias
+
+
+class MaskedSigmoidLoss(nn.Module):
+    """SigLIP's pairwise sigmoid loss (Zhai et al., 2023) for (caption, image[, negative]) rows with
+    the labels of :func:`build_train_data`; see :func:`sigmoid_pair_losses`.
+
+    The temperature ``t = exp(log_scale)`` and the bias ``b`` are parameters of this loss, started
+    at the paper's ``t = 10``, ``b = -10`` (or at a pretrained SigLIP's own values). The trainer
+    optimises them with the model (sentence-transformers' optimizer takes the loss's parameters);
+    under DDP their gradients are averaged across processes by a hook, as DDP does for the model's.
+    Off-diagonal pairs that match are counted as positives (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        relevance: Relevance,
+        init_scale: float = 10.0,
+        init_bias: float = -10.0,
+        from_model: bool = True,
+    ):
+        super().__init__()
+        self.model = model
+        self.relevance = relevance
+        start = siglip_start_values(model) if from_model else None
+        log_scale, bias = start if start is not None else (math.log(init_scale), init_bias)
+        self.log_scale = nn.Parameter(torch.tensor(float(log_scale)))
+        self.bias = nn.Parameter(torch.tensor(float(bias)))
+        for param in (self.log_scale, self.bias):
+            param.register_hook(_average_across_processes)
+
+    def forward(self, sentence_features: Any, labels: Tensor) -> Tensor:
+        return self.compute_loss_from_embeddings(
+            embed_columns(self.model, sentence_features), labels
+        )
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        extra = embeddings[2] if len(embeddings) > 2 else None
+        return sigmoid_pair_losses(
+            embeddings[0],
+            embeddings[1],
+            extra,
+            labels,
+            self.relevance,
+            self.log_scale,
+            self.bias,
+        ).mean()
+
+    @property
+    def temperature(self) -> float:
+        """The current ``t`` (for logs and tests)."""
+        return float(self.log_scale.detach().exp())
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": round(self.temperature, 4),
+            "bias": round(float(self.bias.detach()), 4),
+            "masks_relevant_in_batch": True,
+            "relevant_pairs": "positives",
+        }
+
+    @property
+    def citation(self) -> str:
+        return """
+@inproceedings{zhai2023sigmoid,
+    title={Sigmoid Loss for Language Image Pre-Training},
+    author={Zhai, Xiaohua and Mustafa, Basil and Kolesnikov, Alexander and Beyer, Lucas},
+    booktitle={ICCV},
+    year={2023}
+}
+"""

@@ -49,7 +49,7 @@ from mmdemo.training.board import JobContext, ProgressBoard
 from mmdemo.training.progress import ProgressCallback
 from mmdemo.training.schedule import Plan, Speed
 
-LOSSES = ("mnrl", "symmetric", "cached", "cached-symmetric")
+LOSSES = ("mnrl", "symmetric", "cached", "cached-symmetric", "sigmoid")
 MODEL_DIRNAME = "model"
 
 
@@ -72,7 +72,8 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     seed: int = 0
     loss: str = "mnrl"
-    """``mnrl`` (text→image), ``symmetric`` (+ image→text), ``cached``, ``cached-symmetric``."""
+    """``mnrl`` (text→image), ``symmetric`` (+ image→text), ``cached``, ``cached-symmetric``, or
+    ``sigmoid`` (SigLIP's pairwise loss with a learned temperature and bias; ``scale`` unused)."""
     use_hard_negatives: bool = True
     matryoshka_dims: tuple[int, ...] = ()
     mini_batch_size: int = 16
@@ -112,7 +113,8 @@ class TrainConfig:
 
     @property
     def symmetric(self) -> bool:
-        return self.loss in ("symmetric", "cached-symmetric")
+        """Whether the loss also ranks captions for an image (so caption negatives are used)."""
+        return self.loss in ("symmetric", "cached-symmetric", "sigmoid")
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -479,10 +481,11 @@ def _load(spec: str) -> Any:
         model = load_model(spec, fresh=True)
     except ModelLoadError as exc:
         raise TrainingError(str(exc)) from exc
-    # CLIP's own temperature is not used by our loss: freeze it, so the saved model keeps the
-    # base value and DDP does not wait for a gradient that never comes.
+    # CLIP's / SigLIP's own temperature (and SigLIP's bias) are not used by our losses: freeze
+    # them, so the saved model keeps the base values and DDP does not wait for a gradient that
+    # never comes (the sigmoid loss learns its own pair).
     for pname, param in model.named_parameters():
-        if pname.endswith("logit_scale"):
+        if pname.endswith(("logit_scale", "logit_bias")):
             param.requires_grad_(False)
     return model
 

@@ -13,6 +13,7 @@ LOSS_CHOICES = [
     ("Symmetric MNRL: text ↔ image", "symmetric"),
     ("Cached MNRL: big batches in small pieces", "cached"),
     ("Cached symmetric MNRL", "cached-symmetric"),
+    ("Sigmoid (SigLIP): every pair a yes/no, learned temperature", "sigmoid"),
 ]
 SAMPLER_CHOICES = [
     ("auto", "auto"),
