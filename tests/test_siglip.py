@@ -398,3 +398,10 @@ def test_cli_finetunes_a_tiny_siglip_and_uses_the_run(
     card = next(out.rglob("README.md")).read_text(encoding="utf-8")
     assert f"mmdemo's built-in tiny {title}:" in card
     assert str(home) not in card
+
+
+def test_the_card_config_names_the_start_values():
+    loss = MaskedSigmoidLoss(nn.Identity(), Relevance(set(), 1))
+    config = loss.get_config_dict()
+    assert config["start_temperature"] == pytest.approx(10.0) and config["start_bias"] == -10.0
+    assert config["learns_temperature_and_bias"] and config["relevant_pairs"] == "positives"

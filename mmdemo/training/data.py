@@ -479,10 +479,7 @@ def siglip_start_values(model: Any) -> tuple[float, float] | None:
     }
     if set(found) != {"logit_scale", "logit_bias"}:
         return None
-    scale, bias = (
-        float(found["logit_scale"].reshape(-1)[0]),
-        float(found["logit_bias"].reshape(-1)[0]),
-    )
+    scale, bias = (found[k].detach().reshape(-1)[0].item() for k in ("logit_scale", "logit_bias"))
     if scale == 0.0 and bias == 0.0:
         return None
     return scale, bias
@@ -512,6 +509,8 @@ class MaskedSigmoidLoss(nn.Module):
         self.relevance = relevance
         start = siglip_start_values(model) if from_model else None
         log_scale, bias = start if start is not None else (math.log(init_scale), init_bias)
+        # (t, b) at the start: sentence-transformers' card reads the config before training.
+        self.start = (math.exp(log_scale), float(bias))
         self.log_scale = nn.Parameter(torch.tensor(float(log_scale)))
         self.bias = nn.Parameter(torch.tensor(float(bias)))
         for param in (self.log_scale, self.bias):
@@ -541,8 +540,9 @@ class MaskedSigmoidLoss(nn.Module):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
-            "temperature": round(self.temperature, 4),
-            "bias": round(float(self.bias.detach()), 4),
+            "start_temperature": round(self.start[0], 4),
+            "start_bias": round(self.start[1], 4),
+            "learns_temperature_and_bias": True,
             "masks_relevant_in_batch": True,
             "relevant_pairs": "positives",
         }
