@@ -384,8 +384,9 @@ def _timestamp(epoch: float | None) -> dt.datetime | None:
     return None if epoch is None else dt.datetime.fromtimestamp(epoch, tz=dt.UTC)
 
 
-class _ImageReader:
-    """Reads stored originals as ``{"bytes", "path"}`` image cells."""
+class ImageReader:
+    """Reads stored originals as the ``{"bytes", "path"}`` image cells an export embeds; the
+    published card's evaluation decodes these same cells (``published_pairs``)."""
 
     def __init__(self, store: Store, settings: Settings):
         self.store = store
@@ -404,7 +405,7 @@ class _ImageReader:
 
 
 def _write_pairs(
-    tmp: Path, pairs: list[Pair], images: _ImageReader, summary: ExportSummary, tick: Callable
+    tmp: Path, pairs: list[Pair], images: ImageReader, summary: ExportSummary, tick: Callable
 ) -> tuple[dict[str, str], set[int]]:
     files: dict[str, str] = {}
     written: set[int] = set()
@@ -439,7 +440,7 @@ def _write_pairs(
     return files, written
 
 
-def _label_row(config: str, label: NegativeLabel, anchor: Pair, images: _ImageReader) -> dict:
+def _label_row(config: str, label: NegativeLabel, anchor: Pair, images: ImageReader) -> dict:
     other = images.cell(label.negative_sha256) if label.negative_sha256 else None
     if label.negative_sha256 and other is None:
         raise FileNotFoundError(label.negative_sha256)
@@ -464,7 +465,7 @@ def _write_labels(
     features: datasets.Features,
     labels: Iterable[NegativeLabel],
     anchors: dict[int, Pair],
-    images: _ImageReader,
+    images: ImageReader,
     summary: ExportSummary,
     tick: Callable,
 ) -> tuple[dict[str, str], dict[str, int]]:
@@ -563,7 +564,7 @@ def export_collection(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        images = _ImageReader(store, settings)
+        images = ImageReader(store, settings)
         pair_files, written = _write_pairs(tmp, pairs, images, summary, tick)
         if not pair_files:
             raise ExportError(

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mmdemo.data.images import image_path, load_rgb, train_path
+from mmdemo.data.images import load_rgb, train_path
 from mmdemo.data.store import Store
 from mmdemo.settings import Settings
 
@@ -278,18 +278,15 @@ def published_pairs(
     """
     import datasets
 
-    feature = datasets.Image()
+    from mmdemo.data.export import ImageReader
+
+    feature, reader = datasets.Image(), ImageReader(store, settings)
     rows = []
     for pair in store.list_pairs(collection_id, split=split):
-        info = store.image_info(pair.image_sha256)
-        if info is None:
-            continue
-        try:
-            data = image_path(settings.images_dir, pair.image_sha256, info["ext"]).read_bytes()
-        except OSError:
-            continue
-        image = feature.decode_example({"bytes": data, "path": None})
-        rows.append(PublishedPair(pair.caption, pair.image_sha256, image))
+        cell = reader.cell(pair.image_sha256)
+        if cell is not None:
+            image = feature.decode_example(cell)
+            rows.append(PublishedPair(pair.caption, pair.image_sha256, image))
     return rows
 
 
