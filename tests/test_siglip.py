@@ -308,7 +308,7 @@ def test_every_loss_is_offered_in_the_tab_and_the_cli():
 
 def test_cards_describe_each_tiny_base(tmp_path: Path):
     from mmdemo.hub.cards import TINY_BASE_DESCRIPTION, tiny_base_description
-    from mmdemo.hub.publish import describe_base_model
+    from mmdemo.hub.staging import describe_base_model
 
     for dirname, title in [
         ("tiny-clip", "CLIP"),
