@@ -453,7 +453,12 @@ def test_the_tab_never_listens_to_the_shared_collection():
         model=ModelChoice("tiny", "tiny-clip", "test", True),
     )
     with gr.Blocks() as demo:
-        shared = Shared(demo=demo, collection=gr.BrowserState(None), timer=gr.Timer(2.0))
+        shared = Shared(
+            demo=demo,
+            collection=gr.BrowserState(None),
+            timer=gr.Timer(2.0),
+            label_focus=gr.State(None),
+        )
         with gr.Tabs(), gr.Tab("Finetune", id="finetune") as tab:
             shared.tabs["finetune"] = tab
             build_finetune(services, shared)

@@ -99,6 +99,7 @@ def build_app(services: Services) -> gr.Blocks:
                 secret=browser_state_secret(services.settings),
             ),
             timer=gr.Timer(2.0),
+            label_focus=gr.State(None),
         )
         gr.HTML(header_html(services))
         with gr.Tabs():

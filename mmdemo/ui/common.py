@@ -33,6 +33,10 @@ class Shared:
     """
     timer: gr.Timer
     """The one polling timer (top level, so it mounts even while its tab is hidden)."""
+    label_focus: gr.State
+    """Pairs a person chose elsewhere to label next (``{"collection": name, "pair_ids": [...]}``
+    or ``None``), e.g. from a selection on the embedding map. Written only by that person's
+    action; the Label tab reads it as an input when it is shown."""
     tabs: dict[str, gr.Tab] = field(default_factory=dict)
     """Every tab by id, registered before its builder runs: ``tabs["curate"].select(...)``
     refreshes a tab when a person comes back to it."""
