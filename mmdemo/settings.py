@@ -64,6 +64,9 @@ class Settings:
     run first on a busy CPU; 0 trains at normal priority."""
     space_id: str | None = None
     """SPACE_ID: set by Hugging Face Spaces (``owner/name``); its presence means "on a Space"."""
+    label_overlap: float = 0.0
+    """MMDEMO_LABEL_OVERLAP: share (0–1) of pairs every annotator labels, for agreement; the
+    rest is split between annotators (each pair labeled once)."""
 
     # Derived locations -------------------------------------------------------------
     @property
@@ -122,6 +125,7 @@ class Settings:
             demo_pairs=_env_int(env, "MMDEMO_DEMO_PAIRS", 540),
             train_niceness=_env_int(env, "MMDEMO_TRAIN_NICENESS", 10),
             space_id=env.get("SPACE_ID") or None,
+            label_overlap=min(1.0, max(0.0, float(env.get("MMDEMO_LABEL_OVERLAP") or 0.0))),
         )
 
     def with_overrides(self, **overrides: object) -> Settings:
@@ -161,5 +165,6 @@ ENV_VARS = {
     "MMDEMO_DEMO_PAIRS": "demo_pairs",
     "MMDEMO_TRAIN_NICENESS": "train_niceness",
     "SPACE_ID": "space_id",
+    "MMDEMO_LABEL_OVERLAP": "label_overlap",
 }
 """Every environment variable and the field it sets (a test checks the README covers them)."""

@@ -138,8 +138,12 @@ def test_labels_upsert_remove_restore_and_stats(store, settings):
     a, _ = store.add_pair(c.id, _image(settings, (200, 0, 0)), "a red circle")
     b, _ = store.add_pair(c.id, _image(settings, (0, 0, 200)), "a blue circle", "eval")
     neg = store.add_label(a.id, "negative", negative_sha256=b.image_sha256, author="ann")
-    same = store.add_label(a.id, "also-positive", negative_sha256=b.image_sha256, author="bob")
-    assert same.id == neg.id and same.kind == "also-positive" and same.author == "bob"
+    same = store.add_label(a.id, "also-positive", negative_sha256=b.image_sha256, author="ann")
+    assert same.id == neg.id and same.kind == "also-positive" and same.author == "ann"
+    # A label is one author's decision: another author's label of the same image is its own.
+    bobs = store.add_label(a.id, "negative", negative_sha256=b.image_sha256, author="bob")
+    assert bobs.id != neg.id and store.get_label(neg.id).kind == "also-positive"
+    store.remove_label(bobs.id)
     cap = store.add_label(a.id, "negative", negative_caption="a blue circle")
     stats = store.collection_stats(c.id)
     assert (stats.pairs, stats.negatives, stats.also_positives, stats.caption_negatives) == (

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mmdemo import __version__
+from mmdemo.data.agreement import consensus
 from mmdemo.data.images import image_path
 from mmdemo.data.store import SPLITS, NegativeLabel, Pair, Store
 from mmdemo.settings import Settings
@@ -546,7 +547,8 @@ def export_collection(
     if not pairs:
         raise ExportError(f"Collection {found.name!r} has no pairs to export.")
     _check_target(out_dir)
-    labels = store.labels_for_collection(found.id)
+    # One decision per candidate when several people labeled it (also-correct wins).
+    labels = consensus(store.labels_for_collection(found.id))
     negatives = [lab for lab in labels if lab.kind == "negative"]
     also = [lab for lab in labels if lab.kind == "also-positive"]
     summary = ExportSummary(collection=found.name, out_dir=out_dir)

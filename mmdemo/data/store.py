@@ -25,7 +25,7 @@ from mmdemo.data.processes import is_other_live_process, process_owner
 from mmdemo.locks import file_lock
 from mmdemo.text import DEFAULT_MAX_CAPTION_CHARS, CaptionRejected, clean_caption, clean_name
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SPLITS = ("train", "eval", "test")
 LABEL_KINDS = ("negative", "also-positive")
 RUN_STATUSES = ("queued", "running", "finished", "cancelled", "failed", "interrupted")
@@ -92,6 +92,24 @@ _MIGRATIONS: dict[int, str] = {
     """,
     2: """
     ALTER TABLE runs ADD COLUMN owner TEXT;
+    """,
+    # Team labeling: a label is one person's decision (two annotators may label the same
+    # candidate, for agreement), and a pair shown to an annotator is claimed for a while.
+    3: """
+    DROP INDEX negatives_unique_image;
+    DROP INDEX negatives_unique_caption;
+    CREATE UNIQUE INDEX negatives_unique_image
+        ON negatives(pair_id, negative_sha256, IFNULL(author, ''))
+        WHERE negative_sha256 IS NOT NULL;
+    CREATE UNIQUE INDEX negatives_unique_caption
+        ON negatives(pair_id, negative_caption, IFNULL(author, ''))
+        WHERE negative_caption IS NOT NULL;
+    CREATE TABLE label_claims (
+        pair_id     INTEGER PRIMARY KEY REFERENCES pairs(id) ON DELETE CASCADE,
+        author      TEXT NOT NULL,
+        claimed_at  REAL NOT NULL
+    );
+    CREATE INDEX label_claims_by_author ON label_claims(author);
     """,
 }
 
@@ -616,7 +634,8 @@ class Store:
     ) -> NegativeLabel:
         """Label an image (or a caption) as a hard negative or also-positive for a pair.
 
-        Labeling the same target again updates its kind and author instead of duplicating.
+        A label is one author's decision: the same author labeling the same target again
+        updates its kind; another author's label of it is a row of its own (for agreement).
         """
         if kind not in LABEL_KINDS:
             raise StoreError(f"Unknown label kind {kind!r}; use one of {', '.join(LABEL_KINDS)}.")
@@ -637,8 +656,9 @@ class Store:
         now = _now()
         with self.transaction() as conn:
             row = conn.execute(
-                f"SELECT id FROM negatives WHERE pair_id = ? AND {target_col} = ?",
-                (pair_id, target),
+                f"SELECT id FROM negatives WHERE pair_id = ? AND {target_col} = ?"
+                " AND IFNULL(author, '') = IFNULL(?, '')",
+                (pair_id, target, author),
             ).fetchone()
             if row is not None:
                 conn.execute(
@@ -720,6 +740,56 @@ class Store:
             if rows:
                 return _pair(rows[0])
         return None
+
+    def label_authors(self, collection_id: int, split: str | None = None) -> dict[int, set]:
+        """Who labeled each pair (of a split): ``{pair_id: {author, ...}}``, labeled pairs only."""
+        sql = (
+            "SELECT DISTINCT n.pair_id, n.author FROM negatives n JOIN pairs p ON p.id = n.pair_id"
+            " WHERE p.collection_id = ? AND p.deleted_at IS NULL"
+        )
+        params: list = [collection_id]
+        if split:
+            sql += " AND p.split = ?"
+            params.append(_check_split(split))
+        found: dict[int, set] = {}
+        for row in self._query(sql, params):
+            found.setdefault(int(row[0]), set()).add(row[1])
+        return found
+
+    # -- label claims (team labeling) -------------------------------------------------------
+    def claim_pair(self, pair_id: int, author: str, expires_before: float) -> bool:
+        """Claim a pair for ``author`` (who then holds no other claim); ``False`` when another
+        author's claim made at or after ``expires_before`` holds it. Atomic across sessions."""
+        now = _now()
+        with self.transaction() as conn:
+            conn.execute(
+                "DELETE FROM label_claims WHERE author = ? AND pair_id <> ?", (author, pair_id)
+            )
+            conn.execute(
+                "INSERT INTO label_claims(pair_id, author, claimed_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(pair_id) DO UPDATE SET author = excluded.author,"
+                " claimed_at = excluded.claimed_at"
+                " WHERE label_claims.author = excluded.author OR label_claims.claimed_at < ?",
+                (pair_id, author, now, expires_before),
+            )
+            row = conn.execute(
+                "SELECT author FROM label_claims WHERE pair_id = ?", (pair_id,)
+            ).fetchone()
+        return row is not None and row[0] == author
+
+    def claims(self, collection_id: int, expires_before: float) -> dict[int, str]:
+        """Claims still held (made at or after ``expires_before``): ``{pair_id: author}``."""
+        rows = self._query(
+            "SELECT c.pair_id, c.author FROM label_claims c JOIN pairs p ON p.id = c.pair_id"
+            " WHERE p.collection_id = ? AND c.claimed_at >= ?",
+            (collection_id, expires_before),
+        )
+        return {int(r[0]): r[1] for r in rows}
+
+    def release_claims(self, author: str) -> None:
+        """Drop every claim ``author`` holds."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM label_claims WHERE author = ?", (author,))
 
     # -- runs ----------------------------------------------------------------------------
     def create_run(

@@ -432,9 +432,16 @@ def set_label(
     caption: str | None = None,
     author: str | None = None,
 ) -> LabelEdit:
-    """Label an image or a caption for a pair (saved at once); the edit can be undone."""
+    """Label an image or a caption for a pair (saved at once); the edit can be undone.
+
+    A label is one author's decision: the edit replaces only ``author``'s own label of the
+    target (another author's stays, see :meth:`Store.add_label`)."""
     previous = next(
-        (lab for lab in store.labels_for_pair(pair_id) if _same_target(lab, sha256, caption)),
+        (
+            lab
+            for lab in store.labels_for_pair(pair_id)
+            if _same_target(lab, sha256, caption) and (lab.author or "") == (author or "")
+        ),
         None,
     )
     written = store.add_label(pair_id, kind, sha256, caption, author)

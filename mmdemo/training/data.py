@@ -9,6 +9,8 @@ pre-resized copy. Hand-labeled hard negatives add rows with a third ``negative``
   candidate for the image→text direction, so these rows exist only with a symmetric loss (with the
   one-directional default they are counted as unused, and the UI can say so);
 - labels of kind ``also-positive`` are never negatives; they mark more relevant items instead.
+  Labels by several people are resolved first (:func:`mmdemo.data.agreement.consensus`): a
+  candidate anyone marked also-correct is not a negative, whoever marked it one.
 
 A labeled pair appears once per negative (its plain row is replaced), so labeled pairs weigh a bit
 more. Negatives that are held-out (eval/test) images or captions are dropped: training must not
@@ -53,6 +55,7 @@ from sentence_transformers.sentence_transformer.losses import (
 from sentence_transformers.util import cos_sim
 from torch import Tensor, nn
 
+from mmdemo.data.agreement import conflicts, consensus
 from mmdemo.data.images import load_rgb, train_path
 from mmdemo.data.store import Store
 from mmdemo.settings import Settings
@@ -158,8 +161,13 @@ def build_train_data(
             usable.append(pair)
     matches = {(group(p.caption), image(p.image_sha256)) for p in usable}
 
+    # Labels by different authors may disagree: one decision per candidate, and a candidate
+    # anyone marked also-correct is never a negative (mmdemo.data.agreement.consensus).
+    labels = store.labels_for_collection(collection_id)
+    if overruled := conflicts(labels):
+        stats["negatives_overruled"] = overruled
     by_pair: dict[int, list] = defaultdict(list)
-    for label in store.labels_for_collection(collection_id):
+    for label in consensus(labels):
         by_pair[label.pair_id].append(label)
     columns: dict[str, dict[str, list]] = {
         "pairs": {"anchor": [], "positive": [], "label": []},
