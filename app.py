@@ -14,5 +14,6 @@ from mmdemo.settings import Settings  # noqa: E402
 from mmdemo.ui.app import build_app, launch  # noqa: E402
 
 if __name__ == "__main__":
-    services = Services.create(Settings.from_env())
+    # sync=True: an empty home is first restored from MMDEMO_SYNC_TO, then saved to it.
+    services = Services.create(Settings.from_env(), sync=True)
     launch(services, build_app(services))

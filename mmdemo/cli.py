@@ -74,7 +74,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> object:
     from mmdemo.services import Services
     from mmdemo.ui.app import launch
 
-    services = Services.create(settings)
+    services = Services.create(settings, sync=True)  # restores an empty home from MMDEMO_SYNC_TO
     launch(services)
     return {"served": f"http://{settings.host}:{settings.port}"}
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mmdemo.data.processes import is_other_live_process, process_owner
 from mmdemo.locks import file_lock
+from mmdemo.settings import sqlite_journal_mode
 from mmdemo.text import DEFAULT_MAX_CAPTION_CHARS, CaptionRejected, clean_caption, clean_name
 
 SCHEMA_VERSION = 3
@@ -231,8 +232,18 @@ def _escape_like(text: str) -> str:
 class Store:
     """SQLite-backed store. Thread-safe within one process; safe across processes via WAL."""
 
-    def __init__(self, db_path: Path | str, max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS):
+    def __init__(
+        self,
+        db_path: Path | str,
+        max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
+        journal_mode: str | None = None,
+    ):
         self.db_path = Path(db_path)
+        # WAL, except on a network/FUSE filesystem (a Space's storage bucket), where WAL's shared
+        # memory and locks are unsafe: a rollback journal there (one writer process).
+        self.journal_mode = journal_mode or (
+            "WAL" if str(db_path) == ":memory:" else sqlite_journal_mode(self.db_path.parent)
+        )
         self.max_caption_chars = max_caption_chars
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -257,7 +268,7 @@ class Store:
             self._conn.row_factory = sqlite3.Row
             self._conn.create_function("mm_match", 2, _matches, deterministic=True)
             self._conn.execute("PRAGMA busy_timeout=30000")
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA journal_mode={self.journal_mode}")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
@@ -291,6 +302,18 @@ class Store:
     def _query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    def read_rows(self, tables: tuple[str, ...]) -> dict[str, list[dict]]:
+        """Every row of ``tables`` as dicts, read in one transaction (a consistent snapshot)."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                return {
+                    table: [dict(row) for row in self._conn.execute(f"SELECT * FROM {table}")]
+                    for table in tables
+                }
+            finally:
+                self._conn.execute("COMMIT")
 
     def schema_version(self) -> int:
         return int(self._query("PRAGMA user_version")[0][0])

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import html
 import secrets
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
-from mmdemo.services import Services
+from mmdemo.hub.sync import describe
+from mmdemo.services import Services, storage_note
 from mmdemo.settings import Settings
+from mmdemo.text import html_text
 from mmdemo.ui.api import register_api
 from mmdemo.ui.common import Shared, default_collection
 from mmdemo.ui.compare.layout import build_compare
@@ -41,6 +45,8 @@ APP_CSS = """
 #mm-header .mm-tagline { color: var(--body-text-color-subdued); margin: 2px 0 6px; }
 #mm-header .mm-model { font-size: 0.92rem; }
 #mm-header .mm-model code { font-size: 0.88rem; }
+#mm-sync p { margin: 0 2px; font-size: 0.88rem; }
+#mm-sync .mm-warn { color: var(--color-accent); font-weight: 600; }
 #mm-stats p, #mm-page p { margin: 0; }
 #mm-page { text-align: center; align-self: center; }
 #mm-message p { margin: 0; }
@@ -68,6 +74,42 @@ def header_html(services: Services) -> str:
         f" — {html.escape(model.reason)}</p>"
         "</div>"
     )
+
+
+NO_PERSISTENCE_WARNING = (
+    "This Space forgets every label when it restarts: set MMDEMO_SYNC_TO=hf://datasets/OWNER/NAME"
+    " (with the owner's write token as the HF_TOKEN secret) or mount a storage bucket at /data."
+)
+
+
+def persistence_lines(services: Services, now: float | None = None) -> list[tuple[str, str]]:
+    """Where the state is kept, as ``(kind, plain text)`` lines for the header: the sync's last
+    save or error, a storage bucket, the journal mode on a network filesystem, or (a Space
+    keeping nothing) the warning that it forgets labels and what to set."""
+    lines: list[tuple[str, str]] = []
+    storage = services.storage
+    if services.sync is not None:
+        status = services.sync.status()
+        failing = status.last_error is not None and (
+            status.last_ok_at is None or (status.last_error_at or 0) > status.last_ok_at
+        )
+        lines.append(("warn" if failing else "info", describe(status, now)))
+    if storage is not None and storage.bucket:
+        lines.append(("info", f"State kept on the storage bucket: MMDEMO_HOME={storage.home}."))
+    if storage is not None and storage.network:
+        lines.append(("info", storage_note(storage)))
+    if services.settings.space_id and services.sync is None and not (storage and storage.bucket):
+        lines.append(("warn", NO_PERSISTENCE_WARNING))
+    return lines
+
+
+def persistence_html(services: Services, now: float | None = None) -> str:
+    """The header's persistence lines as escaped HTML (empty when there is nothing to say)."""
+    lines = persistence_lines(services, now)
+    if not lines:
+        return ""
+    body = "".join(f'<p class="mm-{kind}">{html_text(text)}</p>' for kind, text in lines)
+    return f'<div id="mm-sync-status">{body}</div>'
 
 
 def browser_state_secret(settings: Settings) -> str:
@@ -102,6 +144,10 @@ def build_app(services: Services) -> gr.Blocks:
             label_focus=gr.State(None),
         )
         gr.HTML(header_html(services))
+        if services.sync is not None:  # "saved … s ago" refreshes on the one timer's ticks
+            gr.HTML(lambda: persistence_html(services), every=shared.timer, elem_id="mm-sync")
+        else:
+            gr.HTML(persistence_html(services), elem_id="mm-sync")
         with gr.Tabs():
             for label, tab_id, build_tab in TABS:
                 with gr.Tab(label, id=tab_id) as tab:
@@ -132,11 +178,18 @@ def launch_options(settings: Settings) -> dict[str, Any]:
 def launch(services: Services, demo: gr.Blocks | None = None, **overrides: Any) -> gr.Blocks:
     """Build (unless given) and serve the app; blocks unless ``prevent_thread_lock=True``."""
     demo = demo if demo is not None else build_app(services)
+    if services.sync is not None:
+        services.sync.start()  # saves every MMDEMO_SYNC_EVERY_S; a clean stop saves once more
     if overrides.get("prevent_thread_lock"):
         demo.launch(**{**launch_options(services.settings), **overrides})
         return demo
     # Serve in the background and keep the main thread for finetunes: CPU training is fastest
-    # there (see JobManager.run_jobs_here). Ctrl+C stops both.
+    # there (see JobManager.run_jobs_here). Ctrl+C stops both, and so does SIGTERM (what a Space
+    # sends before it restarts), so the last labels are saved before the process ends.
+    if threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     demo.launch(**{**launch_options(services.settings), **overrides, "prevent_thread_lock": True})
     try:
         services.jobs.run_jobs_here()
@@ -144,4 +197,10 @@ def launch(services: Services, demo: gr.Blocks | None = None, **overrides: Any) 
         print("Keyboard interruption in main thread... closing server.")
     finally:
         demo.close()
+        if services.sync is not None:
+            services.sync.stop(final=True)
     return demo
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
