@@ -205,6 +205,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> object:
     from mmdemo.retrieval.models import resolve_base_model
     from mmdemo.training.run import default_config, run_training
 
+    if args.start_from and args.base_model:
+        raise CliError("--start-from continues a run on its own base model: drop --base-model.")
     choice = resolve_base_model(
         settings.with_overrides(base_model=args.base_model) if args.base_model else settings
     )
@@ -231,6 +233,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> object:
             run_name=args.run,
             base_model=choice.spec,
             status_sink=_StderrBoard(),
+            start_from=args.start_from,
         )
     finally:
         store.close()
@@ -245,6 +248,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> object:
         "train_seconds": round(result.train_seconds, 2),
         "stop_reason": result.stop_reason,
         "metrics": result.metrics,
+        "start_from": args.start_from,
     }
 
 
@@ -374,6 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train with the hand-labeled hard negatives (default: yes)",
     )
     train.add_argument("--run", help="run name (default: <collection>-<n>)")
+    train.add_argument(
+        "--start-from",
+        metavar="RUN",
+        help="continue from this finished run's model instead of the base model",
+    )
 
     evaluate = sub.add_parser("eval", help="retrieval metrics of a model on a collection")
     evaluate.add_argument("--collection", required=True)

@@ -143,39 +143,38 @@ def test_rows_negatives_and_also_positives(store, settings, labeled):
     assert set(plain.columns) == {"pairs"} and len(plain.columns["pairs"]["anchor"]) == 5
 
 
-def test_augmenting_collator_crops_images_and_leaves_text(store, settings, labeled):
-    from mmdemo.training.data import CropAugmentingCollator
+def test_training_collator_makes_model_ready_rows_of_every_kind(
+    store, settings, labeled, tiny_path
+):
+    """The trainer's collator (mmdemo.training.pipeline) turns image-negative and
+    caption-negative rows into the features the model takes: image columns as normalised
+    pixels of the model's size, caption columns as token ids, the labels as a tensor."""
+    from mmdemo.retrieval.models import load_model
+    from mmdemo.training.pipeline import TrainInputs, training_texts
 
-    collection_id, p, _ = labeled
-    data = build_train_data(store, settings, collection_id)
-    seen = []
-
-    class Inner:
-        valid_label_columns = ["label"]
-
-        def __call__(self, rows):
-            seen.append(rows)
-            return {"rows": len(rows)}
-
-    collator = CropAugmentingCollator(Inner(), data.image_paths, seed=1, min_side=0.5)
-    assert collator.valid_label_columns == ["label"]  # the trainer reads it through the wrapper
-    cols = data.columns["image_negatives"]
-    row = {
-        "anchor": cols["anchor"][0],
-        "positive": cols["positive"][0],
-        "negative": cols["negative"][0],
-        "label": cols["label"][0],
-    }
-    assert collator([row, row]) == {"rows": 2}
-    first, second = seen[0]
-    assert first["anchor"] == "a red thing" and first["label"] == row["label"]
-    for key in ("positive", "negative"):
-        assert not isinstance(first[key], str)  # loaded and cropped
-        width, height = first[key].size
-        assert 0.5 * 64 - 1 <= width <= 64 and 0.5 * 48 - 1 <= height <= 48
-    crops = [first["positive"], second["positive"]]
-    assert crops[0].size != crops[1].size or crops[0].tobytes() != crops[1].tobytes()
-    assert row["positive"] == cols["positive"][0]  # the dataset row itself is untouched
+    collection_id, _, _ = labeled
+    data = build_train_data(store, settings, collection_id, symmetric=True)
+    model = load_model(tiny_path, fresh=True)
+    inputs = TrainInputs.build(
+        model, data.image_paths, training_texts(data.columns), settings.cache_dir
+    )
+    assert inputs.valid_label_columns == ["label"]  # the trainer's samplers read it
+    for name, image_columns in (
+        ("image_negatives", ("positive", "negative")),
+        ("caption_negatives", ("positive",)),
+    ):
+        cols = data.columns[name]
+        rows = [{k: cols[k][0] for k in ("anchor", "positive", "negative", "label")}] * 2
+        batch = inputs(rows)
+        assert torch.equal(batch["label"], torch.tensor([cols["label"][0]] * 2))
+        for column in ("anchor", "positive", "negative"):
+            if column in image_columns:
+                pixels = batch[f"{column}_pixel_values"]
+                assert pixels.dtype == torch.float32 and pixels.shape == (2, 3, 32, 32)
+                assert batch[f"{column}_modality"] == "image"
+            else:
+                assert batch[f"{column}_input_ids"].shape[0] == 2
+                assert batch[f"{column}_modality"] == "text"
 
 
 def test_sampler_choice():

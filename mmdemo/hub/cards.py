@@ -118,6 +118,8 @@ class ModelCardInfo:
     evaluation: CardEvaluation | None = None
     is_tiny_base: bool = False
     tiny_base: str = "CLIP"
+    lineage: tuple[str, ...] = ()
+    """The mmdemo runs this model continued from, first round first (empty: from the base)."""
     """Which built-in tiny model the base is, when ``is_tiny_base`` (CLIP, SigLIP, SigLIP 2)."""
 
 
@@ -472,13 +474,23 @@ def _evaluation_section(info: ModelCardInfo) -> list[str]:
     return out
 
 
+def _start_line(info: ModelCardInfo, base: str) -> str:
+    """``run X of <base>`` for a later round (``, after runs A → B`` when longer), else the base."""
+    if not info.lineage:
+        return base
+    text = f"run {_code(info.lineage[-1])} of {base}"
+    if len(info.lineage) > 1:
+        text += f" (round {len(info.lineage) + 1}: " + " → ".join(map(_code, info.lineage)) + ")"
+    return text
+
+
 def _mmdemo_sections(info: ModelCardInfo) -> str:
     base = _base_line(info)
     out = [
         "## Finetuned with mmdemo",
         "",
-        f"This model was finetuned from {base} on hand-curated text–image pairs with"
-        f" hand-labeled hard negatives, using mmdemo (run {_code(info.run_name)}).",
+        f"This model was finetuned from {_start_line(info, base)} on hand-curated text–image"
+        f" pairs with hand-labeled hard negatives, using mmdemo (run {_code(info.run_name)}).",
         "It embeds images and captions into the same space: encode one modality per call.",
         "",
         "### Usage",

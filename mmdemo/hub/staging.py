@@ -29,6 +29,7 @@ from mmdemo.hub.cards import (
 )
 from mmdemo.hub.client import PublishError, check_repo_id
 from mmdemo.settings import Settings
+from mmdemo.training.rounds import config_lineage
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +280,7 @@ def stage_model(
             evaluation=evaluation,
             is_tiny_base=base.is_tiny,
             tiny_base=base.tiny_family,
+            lineage=config_lineage(config),
         )
         roots = _server_roots(settings, run_dir, model_dir, run.base_model, staging)
         card = scrub_paths(render_model_card(info), roots)

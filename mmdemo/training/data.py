@@ -40,7 +40,6 @@ model and averaged across processes under DDP.
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ from sentence_transformers.util import cos_sim
 from torch import Tensor, nn
 
 from mmdemo.data.agreement import conflicts, consensus
-from mmdemo.data.images import load_rgb, train_path
+from mmdemo.data.images import train_path
 from mmdemo.data.store import Store
 from mmdemo.settings import Settings
 
@@ -85,7 +84,7 @@ class TrainData:
 
     @property
     def image_paths(self) -> set[str]:
-        """Every image path in the datasets (what the augmenting collator may load)."""
+        """Every image path in the datasets (what :mod:`mmdemo.training.pipeline` prepares)."""
         paths: set[str] = set()
         for cols in self.columns.values():
             paths.update(cols["positive"])
@@ -224,44 +223,6 @@ def build_train_data(
     stats["distinct_captions"] = len({p.caption for p in usable})
     stats["rows"] = {name: len(cols["anchor"]) for name, cols in columns.items()}
     return TrainData(columns, Relevance(matches, len(images)), dict(stats))
-
-
-class CropAugmentingCollator:
-    """Wraps the trainer's data collator: each image path of a batch is loaded and randomly
-    cropped (each side keeps a share in ``[min_side, 1]``) before preprocessing.
-
-    A random crop is CLIP's own training augmentation; on small collections it is the cheapest
-    guard against memorising the exact pixels of each image. Rows keep their path strings in the
-    dataset, so the samplers still compare (and deduplicate) cheap strings.
-    """
-
-    def __init__(self, collator: Any, image_paths: set[str], seed: int = 0, min_side: float = 0.85):
-        self.collator = collator
-        self.image_paths = image_paths
-        self.min_side = min_side
-        self._rng = random.Random(seed)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "collator":  # not set yet (e.g. while unpickling)
-            raise AttributeError(name)
-        return getattr(self.collator, name)
-
-    def crop(self, image: Any) -> Any:
-        width, height = image.size
-        side = self._rng.uniform(self.min_side, 1.0)
-        w, h = max(1, round(width * side)), max(1, round(height * side))
-        x, y = self._rng.randint(0, width - w), self._rng.randint(0, height - h)
-        return image.crop((x, y, x + w, y + h))
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        rows = []
-        for row in features:
-            row = dict(row)
-            for key, value in row.items():
-                if isinstance(value, str) and value in self.image_paths:
-                    row[key] = self.crop(load_rgb(value))
-            rows.append(row)
-        return self.collator(rows)
 
 
 def pick_sampler(distinct_captions: int, batch_size: int, sampler: str = "auto") -> str:

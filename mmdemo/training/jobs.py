@@ -268,3 +268,68 @@ class JobManager:
             job.context.stop_event.set()
         job.context.progress.update(message="Cancelling: stops after the current step.")
         return True
+
+
+class BackgroundWork:
+    """Low-priority chores (e.g. encoding a collection with a new model), one at a time, in a
+    daemon thread of their own at the jobs' nice value, so page requests come first.
+
+    Unlike :class:`JobManager` it shows no progress and refuses nothing: :meth:`start` queues
+    the chore behind the ones waiting. A chore's failure is logged and forgotten; :meth:`wait`
+    blocks until every chore started so far is done (tests, benches, the CLI).
+    """
+
+    def __init__(self, niceness: int = 0):
+        self._niceness = niceness
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending = 0
+        self._idle = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self.done: list[str] = []
+        """Names of the chores finished (last 20), for tests and the log."""
+        self.failed: list[str] = []
+
+    def start(self, fn: Callable[[], Any], name: str = "chore") -> None:
+        """Run ``fn()`` in the background after the chores already waiting."""
+        with self._lock:
+            self._pending += 1
+            self._queue.put((name, fn))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._work, name="mmdemo-background", daemon=True
+                )
+                self._thread.start()
+
+    def _work(self) -> None:
+        lower_cpu_priority(self._niceness)
+        while True:
+            try:
+                name, fn = self._queue.get(timeout=5.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                fn()
+                outcome = self.done
+            except BaseException:  # noqa: BLE001 - a chore never kills the worker
+                log.exception("background chore %s failed", name)
+                outcome = self.failed
+            with self._lock:
+                outcome.append(name)
+                del outcome[:-20]
+                self._pending -= 1
+                self._idle.notify_all()
+
+    def busy(self) -> bool:
+        """Whether a chore runs or waits."""
+        with self._lock:
+            return self._pending > 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no chore runs or waits (or ``timeout``); ``True`` when idle."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)

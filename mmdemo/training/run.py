@@ -381,6 +381,9 @@ def run_training(
             board.update(metrics=dict(metrics))
             writer.log(event="metrics", which="base", **metrics["base"])
             writer.write_json("metrics.json", metrics)
+        phase("preparing", "Preparing model-ready images and captions (once per geometry).")
+        inputs = _train_inputs(model, data, settings, config, args.process_index)
+        writer.log(event="inputs", **_describe_inputs(inputs))
         phase("training", "Training.")
         callback = ProgressCallback(
             board,
@@ -391,7 +394,7 @@ def run_training(
             plan,
         )
         started = time.monotonic()
-        trainer = _trainer(model, args, data, config, callback, plan, speed)
+        trainer = _trainer(model, args, data, config, callback, plan, speed, inputs)
         trainer.train()
         result.train_seconds = round(time.monotonic() - started, 2)
         result.steps = int(trainer.state.global_step)
@@ -502,10 +505,11 @@ def _training_args(settings: Settings, config: TrainConfig, data: Any) -> tuple[
     from sentence_transformers import SentenceTransformerTrainingArguments
 
     from mmdemo.training.data import pick_sampler
+    from mmdemo.training.pipeline import loader_options
 
     device = detect_precision()
     precision = device.pop("precision")
-    device.pop("device")
+    kind = device.pop("device")
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     output_dir = tempfile.mkdtemp(prefix="trainer-", dir=settings.tmp_dir)
     steps = data.steps_per_epoch(config.batch_size) * config.epochs
@@ -525,22 +529,61 @@ def _training_args(settings: Settings, config: TrainConfig, data: Any) -> tuple[
         logging_strategy="steps",
         logging_steps=max(1, min(10, int(steps // 200))),
         disable_tqdm=True,
-        dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
+        **loader_options(kind, _world_size()),
         **device,
     )
     return args, precision
 
 
-def _planned_trainer(plan: Plan, speed: Speed | None) -> type:
-    """A ``SentenceTransformerTrainer`` whose learning-rate schedule follows ``plan``: linear
-    warm-up and decay like ``transformers``' default, over the plan's steps, which the progress
-    callback may refit while training."""
+def _train_inputs(
+    model: Any, data: Any, settings: Settings | None, config: TrainConfig, rank: int = 0
+) -> Any:
+    """The trainer's collator (:class:`~mmdemo.training.pipeline.TrainInputs`): images made
+    once per image and model geometry into ``settings.cache_dir`` (in memory without settings),
+    captions tokenised once. Under DDP process 0 makes the cache first, the others then read it."""
+    from mmdemo.training.pipeline import TrainInputs, training_texts
+
+    def build() -> Any:
+        return TrainInputs.build(
+            model,
+            data.image_paths,
+            training_texts(data.columns),
+            settings.cache_dir if settings is not None else None,
+            augment=config.augment,
+            seed=config.seed * 7919 + rank,
+            finish_in_collator=model.device.type != "cuda",
+        )
+
+    inputs = build() if rank == 0 else None
+    _from_main_process(None)  # a barrier: process 0 has written the cache
+    return inputs if inputs is not None else build()
+
+
+def _describe_inputs(inputs: Any) -> dict[str, Any]:
+    from mmdemo.training.pipeline import describe
+
+    return describe(inputs)
+
+
+def _planned_trainer(plan: Plan | None, speed: Speed | None) -> type:
+    """The app's ``SentenceTransformerTrainer``: it finishes the pipeline's ``uint8`` images at
+    each step on the model's device (:meth:`~mmdemo.training.pipeline.TrainInputs.finish`), and,
+    given a ``plan``, its learning-rate schedule follows it: linear warm-up and decay like
+    ``transformers``' default, over the plan's steps, which the progress callback may refit."""
     from sentence_transformers import SentenceTransformerTrainer
     from torch.optim.lr_scheduler import LambdaLR
 
     class PlannedTrainer(SentenceTransformerTrainer):
+        def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any):
+            finish = getattr(self.data_collator, "finish", None)
+            if finish is not None:  # a no-op when the collator already finished the batch
+                inputs = finish(inputs)
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+            if plan is None:
+                return super().create_scheduler(num_training_steps, optimizer)
             if self.lr_scheduler is None:
                 plan.start(num_training_steps, speed)
                 self.lr_scheduler = LambdaLR(optimizer or self.optimizer, plan.lr_factor)
@@ -558,10 +601,11 @@ def _trainer(
     callback: Any,
     plan: Plan | None = None,
     speed: Speed | None = None,
+    inputs: Any = None,
 ) -> Any:
-    from sentence_transformers import SentenceTransformerTrainer
-
-    from mmdemo.training.data import CropAugmentingCollator, build_loss
+    """The trainer for one run; ``inputs`` is its collator (:func:`_train_inputs`, made here
+    in memory when not given)."""
+    from mmdemo.training.data import build_loss
 
     dims = config.matryoshka_dims
     if dims and max(dims) > (model.get_embedding_dimension() or max(dims)):
@@ -571,16 +615,16 @@ def _trainer(
     loss = build_loss(
         model, data.relevance, config.loss, config.scale, config.mini_batch_size, dims
     )
-    trainer_class = (
-        _planned_trainer(plan, speed) if plan is not None else SentenceTransformerTrainer
+    if inputs is None:
+        inputs = _train_inputs(model, data, None, config, int(args.process_index))
+    trainer = _planned_trainer(plan, speed)(
+        model=model,
+        args=args,
+        train_dataset=data.datasets(),
+        loss=loss,
+        callbacks=[callback],
+        data_collator=inputs,
     )
-    trainer = trainer_class(
-        model=model, args=args, train_dataset=data.datasets(), loss=loss, callbacks=[callback]
-    )
-    if config.augment:
-        trainer.data_collator = CropAugmentingCollator(
-            trainer.data_collator, data.image_paths, seed=config.seed
-        )
     # With tqdm off, transformers prints every log dict to stdout; the CLI keeps stdout for JSON.
     trainer.remove_callback(PrinterCallback)
     return trainer

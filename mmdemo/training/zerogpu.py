@@ -76,6 +76,7 @@ def train_in_gpu_call(
     base_model: str | None,
     stop_flag: str,
     poll_s: float = 1.0,
+    start_from: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The body of the GPU call: train in a thread of this process and yield its progress.
 
@@ -100,6 +101,7 @@ def train_in_gpu_call(
                 base_model=base_model,
                 status_sink=board,
                 stop_event=_FlagStop(Path(stop_flag)),
+                start_from=start_from,
             )
         except BaseException as exc:  # noqa: BLE001 - handed to the parent, which reports it
             outcome["error"] = exc
@@ -148,7 +150,13 @@ def gpu_runner(settings: Settings) -> Callable[..., Any] | None:
         outcome: dict[str, Any] = {}
         try:
             for item in decorated[duration](
-                job.settings, job.collection, job.config, job.run_name, job.base_model, str(flag)
+                job.settings,
+                job.collection,
+                job.config,
+                job.run_name,
+                job.base_model,
+                str(flag),
+                start_from=getattr(job, "start_from", None),
             ):
                 if "progress" in item:
                     _relay(ctx.progress, item["progress"])

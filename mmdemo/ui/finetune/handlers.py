@@ -49,6 +49,7 @@ from mmdemo.ui.finetune.knobs import (
     parse_dims,
     uses_mini_batches,
 )
+from mmdemo.ui.finetune.rounds import rounds_view, start_run
 from mmdemo.ui.finetune.view import (
     NO_METRICS,
     format_status,
@@ -133,6 +134,11 @@ class FinetuneView(NamedTuple):
     start: Any
     cancel: Any
     plan: Any
+    start_from: Any
+    """The "Start from" picker's choices (redrawn when a run ends: a new run to start from)."""
+    rounds: Any
+    """The recall@1-over-runs plot and its list (:mod:`mmdemo.ui.finetune.rounds`)."""
+    lineage: Any
     seen: Any
 
 
@@ -201,6 +207,7 @@ def poll(
         panel = _latest_run_panel(services)
     running = snap is not None and snap.running
     ended = seen is not None and snap is not None and not snap.running and changed("plan")
+    rounds = rounds_view(services, collection, None) if ended and collection else None
     return FinetuneView(
         status=format_status(snap) if changed("status") else skip,
         bar=progress_html(snap) if changed("status") else skip,
@@ -215,6 +222,9 @@ def poll(
             else skip
         ),
         plan=plan_line(services, collection, knobs) if ended and knobs is not None else skip,
+        start_from=rounds.start_from if rounds else skip,
+        rounds=rounds.plot if rounds else skip,
+        lineage=rounds.lineage if rounds else skip,
         seen=now,
     )
 
@@ -244,8 +254,13 @@ def start_finetune(
     collection: str | None,
     knobs: Knobs,
     profile: Any = None,
+    start_from: str | None = None,
 ) -> Action:
     """Check the knobs and start the finetune in the background; returns at once.
+
+    ``start_from``: the "Start from" picker's value (``"base"`` or ``"run:NAME"``): a finished
+    run to continue from. When the run ends its collection is encoded with the new model in the
+    background (:meth:`Services.after_finetune`).
 
     A job already running (from any session) gives a message, not a second job. On a Space only
     a logged-in visitor may start one.
@@ -264,6 +279,8 @@ def start_finetune(
             config,
             base_model=services.model.spec,
             gpu=services.gpu,
+            start_from=_start_from(services, start_from),
+            after=services.after_finetune,
         )
         services.jobs.start(job)
     except LoginRequired as exc:
@@ -271,6 +288,20 @@ def start_finetune(
     except (TrainingError, JobBusy) as exc:
         return Action(refuse(str(exc)), refresh(services))
     return Action(f"Started a finetune on “{md(collection)}”.", refresh(services))
+
+
+def _start_from(services: Services, value: str | None) -> str | None:
+    """The run to continue from, checked now (a message at Start, not a failed run)."""
+    from mmdemo.training.rounds import StartError, resolve_start
+
+    name = start_run(value)
+    if name is None:
+        return None
+    try:
+        resolve_start(services.store, name)
+    except StartError as exc:
+        raise TrainingError(str(exc)) from exc
+    return name
 
 
 def _embedding_dim(services: Services) -> int | None:

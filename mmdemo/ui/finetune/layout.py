@@ -20,6 +20,7 @@ import gradio as gr
 from mmdemo.services import Services
 from mmdemo.ui.common import Shared
 from mmdemo.ui.finetune import handlers as h
+from mmdemo.ui.finetune import rounds as r
 from mmdemo.ui.finetune import view as v
 from mmdemo.ui.finetune.handlers import LOSS_CHOICES, SAMPLER_CHOICES, FinetuneView, Knobs
 from mmdemo.ui.finetune.view import LOSS_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS
@@ -107,6 +108,13 @@ def build_finetune(services: Services, shared: Shared) -> None:
             d.scale, label="Loss scale (1 / temperature)", minimum=0, elem_id="mm-ft-scale"
         )
 
+    start_from = gr.Dropdown(
+        [("Base model", "base")],
+        value="base",
+        label="Start from",
+        info=r.START_FROM_INFO,
+        elem_id="mm-ft-start-from",
+    )
     plan = gr.Markdown(elem_id="mm-ft-plan")
     with gr.Row():
         start_btn = gr.Button("Start finetune", variant="primary", elem_id="mm-ft-start")
@@ -135,6 +143,11 @@ def build_finetune(services: Services, shared: Shared) -> None:
         show_label=False,
         elem_id="mm-ft-metrics",
     )
+    with gr.Row():
+        with gr.Column(scale=3):
+            rounds_plot = r.build_rounds_plot()
+        with gr.Column(scale=2):
+            rounds_lineage = r.build_lineage()
     with gr.Row(equal_height=True):
         gr.Markdown("### Past runs · click one to see its metrics")
         refresh_btn = gr.Button("↻ Runs", size="sm", scale=0, min_width=80)
@@ -160,6 +173,9 @@ def build_finetune(services: Services, shared: Shared) -> None:
         "cancel": cancel_btn,
         "plan": plan,
         "seen": seen,
+        "start_from": start_from,
+        "rounds": rounds_plot,
+        "lineage": rounds_lineage,
     }
     view_outputs = [view[name] for name in FinetuneView._fields]
     knobs = [epochs, minutes, batch, lr, warmup, seed, loss, mini_batch, matryoshka, dims]
@@ -178,6 +194,19 @@ def build_finetune(services: Services, shared: Shared) -> None:
     shared.tabs["finetune"].select(
         on_show, [shared.collection, *knobs], collection_outputs, show_progress="hidden"
     )
+
+    rounds_outputs = [start_from, rounds_plot, rounds_lineage]
+
+    def on_rounds(name: str | None, current: str | None) -> tuple:
+        return tuple(r.rounds_view(services, name, current))
+
+    # The picker and the plot, fresh when the page loads, the tab is shown or a collection picked.
+    for event, source in (
+        (shared.demo.load, shared.collection),
+        (shared.tabs["finetune"].select, shared.collection),
+        (collection.input, collection),
+    ):
+        event(on_rounds, [source, start_from], rounds_outputs, show_progress="hidden")
 
     def on_pick(name: str | None, *values: object) -> tuple:
         return tuple(h.pick_collection(services, name, Knobs(*values)))
@@ -239,6 +268,7 @@ def build_finetune(services: Services, shared: Shared) -> None:
         hard_: bool,
         sampler_: str,
         scale_: float | None,
+        start_from_: str | None,
         profile: gr.OAuthProfile | None,
     ) -> tuple:
         values = Knobs(
@@ -256,7 +286,7 @@ def build_finetune(services: Services, shared: Shared) -> None:
             sampler_,
             scale_,
         )
-        action = h.start_finetune(services, name, values, profile)
+        action = h.start_finetune(services, name, values, profile, start_from_)
         return (action.message, *action.view)
 
     def on_cancel(profile: gr.OAuthProfile | None) -> tuple:
@@ -265,7 +295,7 @@ def build_finetune(services: Services, shared: Shared) -> None:
 
     start_btn.click(
         on_start,
-        [collection, *knobs],
+        [collection, *knobs, start_from],
         [message, *view_outputs],
         concurrency_id="finetune",
         concurrency_limit=1,

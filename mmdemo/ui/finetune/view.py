@@ -17,6 +17,7 @@ from mmdemo.data.store import Run
 from mmdemo.services import Services
 from mmdemo.text import md
 from mmdemo.training.jobs import JobSnapshot
+from mmdemo.training.rounds import started_from
 from mmdemo.training.schedule import Estimate
 
 METRIC_NAMES = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
@@ -29,7 +30,16 @@ METRICS_COLUMNS = [
     "i→t finetuned",
     "Δ i→t",
 ]
-RUNS_COLUMNS = ["run", "status", "collection", "base model", "started", "duration", "t→i R@1"]
+RUNS_COLUMNS = [
+    "run",
+    "status",
+    "collection",
+    "base model",
+    "started",
+    "duration",
+    "t→i R@1",
+    "started from",
+]
 LOSS_COLUMNS = ["step", "loss"]
 PHASES = {
     "starting": "Starting",
@@ -260,7 +270,8 @@ def _model_label(spec: str) -> str:
 def _r1(metrics: dict | None) -> str:
     if not metrics:
         return "–"
-    before = ((metrics.get("base") or {}).get("t2i") or {}).get("recall@1")
+    start = metrics.get("start") or metrics.get("base") or {}  # a later round: its own before
+    before = (start.get("t2i") or {}).get("recall@1")
     after = ((metrics.get("finetuned") or {}).get("t2i") or {}).get("recall@1")
     if before is None and after is None:
         return "–"
@@ -268,7 +279,8 @@ def _r1(metrics: dict | None) -> str:
 
 
 def runs_frame(services: Services) -> pd.DataFrame:
-    """Past runs, newest first: name, status, collection, base model, started, duration, R@1."""
+    """Past runs, newest first: name, status, collection, base model, started, duration, R@1
+    (before → after), and the run it started from."""
     names = {c.id: c.name for c in services.store.list_collections()}
     rows = []
     for run in services.store.list_runs():
@@ -284,14 +296,18 @@ def runs_frame(services: Services) -> pd.DataFrame:
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created_at)),
                 _duration(end - run.created_at) if end is not None else "running",
                 _r1(run_metrics(run)),
+                started_from(run) or "base model",
             ]
         )
     return pd.DataFrame(rows, columns=RUNS_COLUMNS)
 
 
 def run_title(run: Run) -> str:
-    """A past run's headline: its name, status and message."""
+    """A past run's headline: its name, status, the run it started from, and its message."""
     text = f"**Run {run_label(run.name)}** · {run.status}"
+    parent = started_from(run)
+    if parent:
+        text += f" · started from run {run_label(parent)} (the base column is the base model)"
     if run.message:
         text += f" · {md(run.message)}"
     return text
