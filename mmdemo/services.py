@@ -7,18 +7,23 @@ Per-session things (which collection a browser tab looks at, the page it is on) 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from mmdemo.data.demo import DEMO_COLLECTION, ensure_demo_collection
 from mmdemo.data.store import Store, StoreError
+from mmdemo.hub.sync import Syncer, prepare_sync
 from mmdemo.retrieval.embeddings import EmbeddingCache
 from mmdemo.retrieval.models import ModelCache, ModelChoice, resolve_base_model
-from mmdemo.settings import Settings
+from mmdemo.settings import Settings, Storage, detect_storage
 from mmdemo.training.jobs import BackgroundWork, JobManager
 from mmdemo.training.run import GpuRunner
 from mmdemo.training.zerogpu import gpu_runner
 
 __all__ = ["DEMO_COLLECTION", "Services"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,12 +41,23 @@ class Services:
     """The one background job (a finetune) of this process."""
     gpu: GpuRunner | None = None
     """Where finetunes run instead of a worker thread: ZeroGPU's runner on a ZeroGPU Space."""
+    sync: Syncer | None = None
+    """Saves the state to ``MMDEMO_SYNC_TO`` in the background (``create(sync=True)`` only)."""
+    storage: Storage | None = None
+    """Which filesystem holds ``MMDEMO_HOME`` (a bucket, a FUSE mount: SQLite's journal mode)."""
     background: BackgroundWork = field(default_factory=BackgroundWork)
     """Low-priority chores: encoding a collection with a just-finished run's model."""
 
     @classmethod
     def create(
-        cls, settings: Settings, *, demo: bool = True, recover_runs: bool = True
+        cls,
+        settings: Settings,
+        *,
+        demo: bool = True,
+        recover_runs: bool = True,
+        sync: bool = False,
+        mounts: str | None = None,
+        hub_api: Any = None,
     ) -> Services:
         """Open everything the app needs; never waits on the network for long.
 
@@ -49,10 +65,21 @@ class Services:
         process left running as interrupted (unless ``recover_runs`` is false: a CLI command
         beside a running app must not mark the app's run), ensures the demo collection (unless
         ``demo`` is false) and resolves the base model (waits at most ``settings.hub_timeout_s``).
+
+        With ``sync`` (the app's start) and ``MMDEMO_SYNC_TO`` set, an empty home is first
+        restored from the target, and :attr:`sync` saves to it every ``MMDEMO_SYNC_EVERY_S``
+        once started (:func:`mmdemo.ui.app.launch` starts it; :mod:`mmdemo.hub.sync`).
+        ``mounts`` (the mount table's text) and ``hub_api`` (an ``HfApi`` stand-in) are for tests.
         """
         settings.ensure_dirs()
-        store = Store(settings.db_path, settings.max_caption_chars)
+        storage = detect_storage(settings.home, mounts)
+        if storage.network:
+            log.warning("%s", storage_note(storage))
+        store = Store(settings.db_path, settings.max_caption_chars, storage.journal_mode)
+        syncer = None
         try:
+            if sync:
+                syncer = prepare_sync(store, settings, api=hub_api)
             if recover_runs:
                 store.mark_interrupted_runs()
             if demo:
@@ -68,6 +95,8 @@ class Services:
             embeddings=EmbeddingCache(settings),
             jobs=JobManager(niceness=settings.train_niceness),
             gpu=gpu_runner(settings),
+            sync=syncer,
+            storage=storage,
             background=BackgroundWork(niceness=settings.train_niceness),
         )
 
@@ -91,5 +120,19 @@ class Services:
         )
 
     def close(self) -> None:
-        """Release the store's connection (tests and the CLI call this; the app never ends)."""
+        """Save once more and stop syncing, then release the store's connection (tests, the
+        CLI and the app's clean stop call this)."""
+        if self.sync is not None:
+            self.sync.stop(final=True)
         self.store.close()
+
+
+def storage_note(storage: Storage) -> str:
+    """What the start log and the header say about a network/FUSE home (empty otherwise)."""
+    if not storage.network:
+        return ""
+    return (
+        f"MMDEMO_HOME {storage.home} is on a network/FUSE filesystem ({storage.fs_type}):"
+        " SQLite uses a rollback journal (journal_mode=DELETE) instead of WAL; run one"
+        " writing process (the app) on it."
+    )

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -48,6 +49,8 @@ from mmdemo.settings import Settings
 from mmdemo.training.board import JobContext, ProgressBoard
 from mmdemo.training.progress import ProgressCallback
 from mmdemo.training.schedule import Plan, Speed
+
+log = logging.getLogger(__name__)
 
 LOSSES = ("mnrl", "symmetric", "cached", "cached-symmetric", "sigmoid")
 MODEL_DIRNAME = "model"
@@ -296,10 +299,13 @@ def run_training(
     base_model: str | None = None,
     status_sink: Any = None,
     stop_event: threading.Event | None = None,
+    start_from: str | None = None,
 ) -> RunResult:
     """Finetune on the collection's train split and evaluate before and after (see module doc).
 
     ``base_model``: a model spec (folder or Hub id); ``None`` resolves ``settings.base_model``.
+    ``start_from``: the name of a finished run to continue from instead of the base model (its
+    base model is this run's ``base_model``; see :mod:`mmdemo.training.rounds`).
     ``status_sink``: an object with ``update(**fields)`` and ``append(key, item)`` (e.g.
     :class:`mmdemo.training.board.ProgressBoard`). Raises :class:`TrainingError` for problems found
     before
@@ -326,6 +332,9 @@ def run_training(
             f"The eval split of {collection!r} is empty, so the finetune could not be measured. "
             "Move some pairs to the eval split first."
         )
+    start = _start_point(store, start_from)
+    if start is not None:
+        base_model = start.base_model
     if base_model is None:
         from mmdemo.retrieval.models import resolve_base_model
 
@@ -348,6 +357,8 @@ def run_training(
         "data": data.stats,
         "config": config.as_dict(),
     }
+    if start is not None:
+        record["start_from"] = start.as_json()
     from mmdemo.training.schedule import past_speed, speed_key
 
     key = speed_key(base_model, config, precision, args.world_size)
@@ -370,14 +381,28 @@ def run_training(
             raise _Cancelled()
 
     metrics: dict[str, Any] = {"base": None, "finetuned": None}
+    if start is not None:
+        metrics["start"] = None  # the start run's model before this run trains it
     result.metrics = metrics  # filled in as it goes: a failed run keeps what was measured
     try:
         writer.status("running")
-        phase("loading", f"Loading {base_model}.")
-        model = _load(base_model)
+        phase("loading", f"Loading {_start_words(start, base_model)}.")
+        model = _load(start.model_dir if start is not None else base_model)
         if is_main:
             phase("evaluating base", "Measuring the base model on the eval split.")
-            metrics["base"] = _evaluate(model, store, settings, found.id, config.eval_batch_size)
+            if start is not None:
+                # The baseline stays the real base model; "start" is this run's own before.
+                metrics["start"] = _evaluate(
+                    model, store, settings, found.id, config.eval_batch_size
+                )
+                writer.log(event="metrics", which="start", **metrics["start"])
+                base = _load_for_eval(base_model)
+                metrics["base"] = _evaluate(base, store, settings, found.id, config.eval_batch_size)
+                del base
+            else:
+                metrics["base"] = _evaluate(
+                    model, store, settings, found.id, config.eval_batch_size
+                )
             board.update(metrics=dict(metrics))
             writer.log(event="metrics", which="base", **metrics["base"])
             writer.write_json("metrics.json", metrics)
@@ -471,10 +496,45 @@ def _summary(metrics: dict[str, Any], result: RunResult, stop_reason: str | None
             f"inside the time budget (the schedule was fit to it: {result.requested_steps:,} "
             "steps would not fit)"
         )
-    if base and tuned:
+    start = metrics.get("start")
+    if start and tuned:
+        before, after = start["t2i"]["recall@1"], tuned["t2i"]["recall@1"]
+        text += f"; text→image recall@1 {before:.2f} → {after:.2f} (from the start run"
+        if base:
+            text += f"; base model {base['t2i']['recall@1']:.2f}"
+        text += ")"
+    elif base and tuned:
         before, after = base["t2i"]["recall@1"], tuned["t2i"]["recall@1"]
         text += f"; text→image recall@1 {before:.2f} → {after:.2f}"
     return text + "."
+
+
+def _start_point(store: Store, start_from: str | None) -> Any:
+    """The :class:`~mmdemo.training.rounds.StartPoint` of ``start_from`` (``None``: base)."""
+    if not start_from:
+        return None
+    from mmdemo.training.rounds import StartError, resolve_start
+
+    try:
+        return resolve_start(store, start_from)
+    except StartError as exc:
+        raise TrainingError(str(exc)) from exc
+
+
+def _start_words(start: Any, base_model: str) -> str:
+    if start is None:
+        return base_model
+    return f"run {start.run} (round {start.round - 1} on {Path(base_model).name or base_model})"
+
+
+def _load_for_eval(spec: str) -> Any:
+    """The base model for measuring only (the process-wide cache: never trained)."""
+    from mmdemo.retrieval.models import ModelLoadError, load_model
+
+    try:
+        return load_model(spec)
+    except ModelLoadError as exc:
+        raise TrainingError(str(exc)) from exc
 
 
 def _load(spec: str) -> Any:
@@ -651,6 +711,11 @@ class TrainingJob:
     base_model: str | None = None
     gpu: GpuRunner | None = None
     kind: str = "finetune"
+    start_from: str | None = None
+    """A finished run to continue from (:mod:`mmdemo.training.rounds`); ``None``: the base."""
+    after: Callable[[Any], None] | None = None
+    """Called with the :class:`RunResult` once the run ends (e.g. to encode the collection with
+    the new model in the background); its failure is logged, never the job's."""
 
     @property
     def description(self) -> str:
@@ -660,14 +725,22 @@ class TrainingJob:
 
     def __call__(self, ctx: JobContext) -> Any:
         if self.gpu is not None:
-            return self.gpu(self, ctx)
-        return run_training(
-            self.store,
-            self.settings,
-            self.collection,
-            self.config,
-            run_name=self.run_name,
-            base_model=self.base_model,
-            status_sink=ctx.progress,
-            stop_event=ctx.stop_event,
-        )
+            result = self.gpu(self, ctx)
+        else:
+            result = run_training(
+                self.store,
+                self.settings,
+                self.collection,
+                self.config,
+                run_name=self.run_name,
+                base_model=self.base_model,
+                status_sink=ctx.progress,
+                stop_event=ctx.stop_event,
+                start_from=self.start_from,
+            )
+        if self.after is not None:
+            try:
+                self.after(result)
+            except Exception:  # noqa: BLE001 - the run itself is done and recorded
+                log.exception("after-run hook of %s failed", getattr(result, "name", "?"))
+        return result
