@@ -29,6 +29,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from mmdemo.locks import file_lock
+from mmdemo.retrieval.model_checks import (
+    DIFFERENT_SPACES,
+    MISSING_FILES,
+    OTHER,
+    LoadProblem,
+    explain_failure,
+    inspect_folder,
+    modality_problem,
+    tokenizer_problem,
+)
 from mmdemo.settings import DEFAULT_CLIP_MODEL, Settings
 
 if TYPE_CHECKING:
@@ -62,12 +72,23 @@ TINY_SIGLIP2_PATCHES = 64
 _BOS = "<|startoftext|>"
 _EOS = "<|endoftext|>"
 _SIGLIP_FAMILIES = ("siglip", "siglip2")
-_MODEL_MARKERS = ("modules.json", "config.json")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 class ModelLoadError(RuntimeError):
-    """A model that cannot be used; ``str(exc)`` is a message for people."""
+    """A model that cannot be used; ``str(exc)`` is a message for people.
+
+    ``kind`` says which problem it is (one of :data:`mmdemo.retrieval.model_checks.PROBLEM_KINDS`:
+    ``not-multimodal``, ``missing-package``, ``gated``, ``offline``, ``missing-files``, …).
+    """
+
+    def __init__(self, message: str, kind: str = OTHER):
+        super().__init__(message)
+        self.kind = kind
+
+    @classmethod
+    def of(cls, problem: LoadProblem) -> ModelLoadError:
+        """The error for one :class:`LoadProblem`."""
+        return cls(problem.message, problem.kind)
 
 
 @dataclass(frozen=True)
@@ -394,12 +415,16 @@ def verify_encodes_both(model: SentenceTransformer) -> int:
     try:
         image_vec = model.encode([_probe_image()], convert_to_numpy=True)
         text_vec = model.encode(["a red square"], convert_to_numpy=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not multimodal"
-        raise ModelLoadError(f"This model cannot embed both images and text: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any failure means "not usable", with its reason
+        problem = explain_failure("This model", exc)
+        if problem.kind == OTHER:
+            problem = LoadProblem(OTHER, f"This model cannot embed both images and text: {exc}")
+        raise ModelLoadError.of(problem) from exc
     if image_vec.shape[-1] != text_vec.shape[-1]:
         raise ModelLoadError(
             f"This model embeds images ({image_vec.shape[-1]} dims) and text "
-            f"({text_vec.shape[-1]} dims) into different spaces."
+            f"({text_vec.shape[-1]} dims) into different spaces.",
+            DIFFERENT_SPACES,
         )
     return int(text_vec.shape[-1])
 
@@ -427,7 +452,7 @@ def build_tiny_model(out_dir: Path, family: str = "clip", seed: int = 0) -> Path
         model.save_pretrained(str(out_dir))
     if not (out_dir / "sentence_bert_config.json").is_file():
         raise ModelLoadError(
-            f"Building the tiny model left no sentence_bert_config.json in {out_dir}"
+            f"Building the tiny model left no sentence_bert_config.json in {out_dir}", MISSING_FILES
         )
     verify_encodes_both(SentenceTransformer(str(out_dir), device="cpu"))
     return out_dir
@@ -544,17 +569,14 @@ def _tiny_choice(settings: Settings, reason: str, family: str = "clip") -> Model
     return ModelChoice(str(path), f"{TINY_FAMILIES[family].dirname} (built-in)", reason, True)
 
 
-def _looks_like_model_folder(path: Path) -> bool:
-    return path.is_dir() and any((path / marker).is_file() for marker in _MODEL_MARKERS)
-
-
 def resolve_base_model(settings: Settings) -> ModelChoice:
     """Turn ``settings.base_model`` into the model to load, with a reason for the UI.
 
     ``tiny`` / ``tiny-clip``, ``tiny-siglip`` and ``tiny-siglip2`` pick a built-in tiny model
     (built on first use). ``auto`` prefers :data:`DEFAULT_CLIP_MODEL` when it is cached or the
     Hub answers within ``settings.hub_timeout_s``, else the built-in tiny CLIP. Raises
-    :class:`ModelLoadError` for a local path that is not a model folder.
+    :class:`ModelLoadError` for a local path that is not a model folder or misses files
+    (:func:`~mmdemo.retrieval.model_checks.inspect_folder`).
     """
     wanted = (settings.base_model or "auto").strip()
     tiny = tiny_family(wanted)
@@ -579,10 +601,9 @@ def resolve_base_model(settings: Settings) -> ModelChoice:
         )
     local = Path(wanted).expanduser()
     if local.exists():
-        if not _looks_like_model_folder(local):
-            raise ModelLoadError(
-                f"{wanted} is not a model folder (it has no config.json or modules.json)."
-            )
+        problem = inspect_folder(local)
+        if problem is not None:
+            raise ModelLoadError.of(problem)
         resolved = local.resolve()
         return ModelChoice(str(resolved), resolved.name, f"Local model folder {resolved}.", False)
     if cached_hub_snapshot(wanted) is not None:
@@ -621,19 +642,16 @@ def apply_family_defaults(model: SentenceTransformer) -> bool:
     return True
 
 
-def check_multimodal(model: SentenceTransformer) -> None:
-    """Raise :class:`ModelLoadError` unless the model embeds both images and text."""
-    supports = getattr(model, "supports", None)
-    has_image = bool(supports("image")) if supports else False
-    has_text = bool(supports("text")) if supports else False
-    if not has_image:
-        raise ModelLoadError(
-            "This model does not accept images, so it cannot embed text–image pairs. "
-            "Choose a CLIP-style model (for a local folder: one saved by sentence-transformers "
-            "with its sentence_bert_config.json)."
-        )
-    if not has_text:
-        raise ModelLoadError("This model does not accept text, so it cannot embed captions.")
+def check_multimodal(model: SentenceTransformer, folder: Path | None = None) -> None:
+    """Raise :class:`ModelLoadError` unless the model embeds both images and text.
+
+    ``folder``: the local folder it was loaded from, so the reason can name a missing file.
+    """
+    problem = modality_problem(model, folder)
+    if problem is None and folder is not None:
+        problem = tokenizer_problem(folder)
+    if problem is not None:
+        raise ModelLoadError.of(problem)
 
 
 def _load_uncached(spec: str, device: str | None) -> SentenceTransformer:
@@ -641,12 +659,13 @@ def _load_uncached(spec: str, device: str | None) -> SentenceTransformer:
 
     local = Path(spec).expanduser()
     kwargs: dict[str, Any] = {"device": device}
+    folder: Path | None = None
     if local.exists():
-        if not _looks_like_model_folder(local):
-            raise ModelLoadError(
-                f"{spec} is not a model folder (it has no config.json or modules.json)."
-            )
-        spec = str(local.resolve())
+        problem = inspect_folder(local)
+        if problem is not None:
+            raise ModelLoadError.of(problem)
+        folder = local.resolve()
+        spec = str(folder)
     elif cached_hub_snapshot(spec) is not None:
         kwargs["local_files_only"] = True  # fully cached: no need to ask the Hub
     try:
@@ -658,10 +677,11 @@ def _load_uncached(spec: str, device: str | None) -> SentenceTransformer:
             model = SentenceTransformer(spec, **kwargs)  # partial cache: let it fetch the rest
     except ModelLoadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - surface any loader failure as one clear error
-        raise ModelLoadError(f"Could not load the model {spec!r}: {exc}") from exc
-    check_multimodal(model)
+    except Exception as exc:  # noqa: BLE001 - surface any loader failure as one clear reason
+        raise ModelLoadError.of(explain_failure(spec, exc)) from exc
+    check_multimodal(model, folder)
     apply_family_defaults(model)
+    verify_encodes_both(model)
     return model
 
 
