@@ -3,6 +3,7 @@ candidates, marking with authors, undo, walking through pairs, and the keyboard 
 
 from __future__ import annotations
 
+import dataclasses
 import html
 
 import gradio as gr
@@ -10,6 +11,7 @@ import pytest
 
 from mmdemo.data.demo import swap_attributes
 from mmdemo.data.ingest import ImportReport, ingest_item
+from mmdemo.retrieval.label_order import IN_ORDER
 from mmdemo.services import DEMO_COLLECTION, Services
 from mmdemo.settings import Settings
 from mmdemo.text import html_text
@@ -49,7 +51,10 @@ def train_total(services: Services) -> int:
 
 
 def opened(services: Services, progress=None) -> h.LabelView:  # noqa: ANN001
+    """The tab opened on the demo, walking the pairs in order (hardest first is tested in
+    tests/test_ui_label_order.py)."""
     state = h.on_load(services, h.initial_state(services), DEMO_COLLECTION).state
+    state = dataclasses.replace(state, order=IN_ORDER)
     return h.open_tab(services, state, DEMO_COLLECTION, progress)
 
 
@@ -235,7 +240,8 @@ def pair_with(services: Services, caption: str) -> int:
 
 
 def opened_on(services: Services, name: str) -> h.LabelView:
-    return h.open_tab(services, h.on_load(services, h.initial_state(services), name).state, name)
+    state = h.on_load(services, h.initial_state(services), name).state
+    return h.open_tab(services, dataclasses.replace(state, order=IN_ORDER), name)
 
 
 def test_user_text_is_text_in_every_line(services):

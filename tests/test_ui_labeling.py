@@ -87,7 +87,7 @@ def test_a_label_is_saved_by_local_and_undone(services, pairs):
 
 def test_relabeling_then_undo_puts_the_earlier_label_back(services, pairs):
     pair, other = pairs
-    first = apply_label(services, image_of(pair, other), "negative", None, author="bob")
+    first = apply_label(services, image_of(pair, other), "negative", None)
     second = apply_label(services, image_of(pair, other), "also-positive", first.last_edit)
     assert second.last_edit.previous == first.last_edit.written
     assert second.message.startswith("Saved: also correct: “a blue square” (pair ")
@@ -96,7 +96,17 @@ def test_relabeling_then_undo_puts_the_earlier_label_back(services, pairs):
 
     assert undo_label(services, second.last_edit).saved
     [label] = services.store.labels_for_pair(pair.id)
-    assert (label.kind, label.author) == ("negative", "bob")
+    assert (label.kind, label.author) == ("negative", LOCAL_AUTHOR)
+
+    # Another author's label of the same image is their own decision: both stay, and undoing
+    # it leaves the first one as it was.
+    bobs = apply_label(services, image_of(pair, other), "also-positive", None, author="bob")
+    assert bobs.last_edit.previous is None
+    kinds = {(lab.author, lab.kind) for lab in services.store.labels_for_pair(pair.id)}
+    assert kinds == {(LOCAL_AUTHOR, "negative"), ("bob", "also-positive")}
+    assert undo_label(services, bobs.last_edit).saved
+    [label] = services.store.labels_for_pair(pair.id)
+    assert (label.kind, label.author) == ("negative", LOCAL_AUTHOR)
 
 
 def test_nothing_to_label_or_a_refused_write_keeps_the_edit_to_undo(services, pairs):

@@ -16,6 +16,16 @@ shows a selection by itself and the server only records it; a label re-reads the
 encoding or loading the model again. Only a new pair (next, previous, go to, other options,
 opening the tab) ranks.
 
+Which pair comes next (:mod:`mmdemo.retrieval.label_order`): by default the hardest first,
+the pairs whose own image ranks worst for their caption under the chosen model (the newest
+finished run of the collection until the person picks another), else in order or shuffled.
+Pairs chosen elsewhere (``shared.label_focus``, e.g. a selection on the embedding map) come
+first. For a team on a Space each annotator walks their own queue: a pair someone has open is
+claimed for :data:`CLAIM_S` and passed over by the others, a labeled pair is done for everyone,
+except the overlap share (``MMDEMO_LABEL_OVERLAP``) that everyone labels for agreement. Blind
+mode shows only the annotator's own labels. The tab shows the team's agreement
+(:mod:`mmdemo.data.agreement`) when it opens.
+
 User text (captions, collection and model names) reaches Markdown through
 :func:`mmdemo.text.md` and the list's HTML through :func:`mmdemo.text.html_text`.
 """
@@ -23,26 +33,49 @@ User text (captions, collection and model names) reaches Markdown through
 from __future__ import annotations
 
 import dataclasses
+import secrets
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import gradio as gr
 
+from mmdemo.data.agreement import Agreement, agreement
 from mmdemo.data.images import image_path
-from mmdemo.data.store import Collection, Pair, StoreError
-from mmdemo.retrieval.compare import BASE, LabelEdit, clear_label, display_path, model_options
+from mmdemo.data.store import Collection, NegativeLabel, Pair, StoreError
+from mmdemo.hub.publish import on_space
+from mmdemo.retrieval.compare import (
+    BASE,
+    RUN_PREFIX,
+    LabelEdit,
+    clear_label,
+    display_path,
+    load,
+    model_options,
+    resolve_model,
+)
+from mmdemo.retrieval.label_order import (
+    HARDEST,
+    ORDERS,
+    RANDOM,
+    hardest_first,
+    in_overlap,
+    next_in_queue,
+    positive_ranks,
+    shuffled,
+)
 from mmdemo.retrieval.negatives import (
     Candidate,
     caption_labels_of,
     labeling_progress,
-    next_pair_to_label,
     open_suggestions,
     with_labels,
 )
 from mmdemo.services import Services
 from mmdemo.text import html_text, md
 from mmdemo.ui.common import current_collection, default_collection, partial_view, warn
-from mmdemo.ui.identity import LoginRequired, require_login
+from mmdemo.ui.identity import LOCAL_AUTHOR, LoginRequired, require_login
 from mmdemo.ui.labeling import (
     LabelOutcome,
     LabelTarget,
@@ -50,7 +83,7 @@ from mmdemo.ui.labeling import (
     caption_target,
     undo_label,
 )
-from mmdemo.ui.results import FAILURES, candidates_html, load_candidates
+from mmdemo.ui.results import FAILURES, candidates_html, image_progress, load_candidates
 
 NO_PAIR = "There is no pair to label."
 ALL_SPLITS = "all"
@@ -63,6 +96,9 @@ HEADING_CHARS = 300
 LINE_CHARS = 300
 """Captions in the selection line and the caption-label line are cut here (the list has all)."""
 KINDS = {"negative": "hard negative", "also-positive": "also correct"}
+CLAIM_S = 15 * 60
+"""How long a pair shown to an annotator stays theirs (others are offered other pairs)."""
+MAX_CLAIM_TRIES = 20
 
 
 @dataclass(frozen=True)
@@ -71,6 +107,20 @@ class LabelState:
 
     collection: str | None = None
     model: str = BASE
+    model_auto: bool = True
+    """The model follows the collection's newest finished run until the person picks one."""
+    order: str = HARDEST
+    """Which pair comes next: one of :data:`mmdemo.retrieval.label_order.ORDERS`."""
+    seed: int = 0
+    """The session's shuffle for the random order."""
+    blind: bool = False
+    """Show only the annotator's own labels."""
+    annotator: str | None = None
+    """Who is labeling (the Space login; ``"local"`` off a Space; ``None`` logged out)."""
+    focus: tuple[int, ...] = ()
+    """Pairs chosen elsewhere to label first, in order (``shared.label_focus``)."""
+    focus_key: tuple | None = None
+    """The focus value already taken (so reopening the tab does not start it again)."""
     split: str = "train"
     """Which pairs to walk through: a split, or ``"all"``."""
     unlabeled_only: bool = True
@@ -105,6 +155,8 @@ class LabelView(NamedTuple):
     caption_labels: Any
     undo: Any
     message: Any
+    agreement: Any = None
+    """The team's agreement (Markdown), drawn when the tab opens."""
 
 
 SELECT_OUTPUTS = ("state",)
@@ -124,7 +176,9 @@ LABEL_OUTPUTS = (
 """What a label, a clear, a caption negative or an undo can change: never the pair itself, and
 not the gallery either (sending it costs ~10 ms of file checks per tile): the page script puts
 the new marks on the tiles from the list (its rows carry the tiles' captions)."""
-PAIR_OUTPUTS = tuple(name for name in LabelView._fields if name not in ("model", "undo"))
+PAIR_OUTPUTS = tuple(
+    name for name in LabelView._fields if name not in ("model", "undo", "agreement")
+)
 """What showing another pair changes (the model dropdown is the person's own choice; what can
 be undone stays). Every output listed costs even when skipped: Gradio rebuilds a component for
 each update, ``gr.skip()`` included."""
@@ -137,6 +191,113 @@ def view(state: LabelState, **fields: Any) -> LabelView:
 
 def _split(state: LabelState) -> str | None:
     return None if state.split == ALL_SPLITS else state.split
+
+
+def annotator_of(services: Services, profile: Any) -> str | None:
+    """Who is labeling: the Space login, ``"local"`` off a Space, ``None`` when logged out."""
+    username = getattr(profile, "username", None) if profile is not None else None
+    if username:
+        return str(username)
+    return None if on_space(services.settings) else LOCAL_AUTHOR
+
+
+def _as(services: Services, state: LabelState, profile: Any) -> LabelState:
+    """The state acting for the visitor ``profile`` names (the same off a Space)."""
+    who = annotator_of(services, profile)
+    return state if who == state.annotator else dataclasses.replace(state, annotator=who)
+
+
+def visible_labels(
+    labels: Sequence[NegativeLabel], annotator: str | None, blind: bool
+) -> list[NegativeLabel]:
+    """The labels the annotator sees: blind, only their own; else everyone's, their own last
+    (so where two people labeled one candidate, the mark shown is the annotator's)."""
+    own = [lab for lab in labels if annotator is not None and lab.author == annotator]
+    if blind:
+        return own
+    return [lab for lab in labels if lab not in own] + own
+
+
+def default_model(services: Services, collection: Collection | None) -> str:
+    """The newest finished run of the collection that saved a model, else the base model."""
+    if collection is None:
+        return BASE
+    for run in services.store.list_runs(collection.id):
+        if run.status != "finished":
+            continue
+        try:
+            return resolve_model(services.store, services.model, RUN_PREFIX + run.name).key
+        except FAILURES:
+            continue
+    return BASE
+
+
+def pair_order(
+    services: Services, state: LabelState, collection: Collection, progress: Any = None
+) -> list[int]:
+    """The pairs of the state's split in the state's order (hardest first: from the model's
+    cached embeddings; the split's images and captions are encoded once)."""
+    store = services.store
+    split = _split(state)
+    if state.order == HARDEST:
+        ref = resolve_model(store, services.model, state.model)
+        loaded = load(services, ref)
+        if services.embeddings is None:
+            from mmdemo.retrieval.embeddings import EmbeddingCache
+
+            services.embeddings = EmbeddingCache(services.settings)
+        ranks = positive_ranks(
+            store,
+            services.embeddings,
+            loaded.model,
+            loaded.fingerprint,
+            collection.id,
+            split,
+            image_progress(progress, f"Ranking the pairs ({ref.label})"),
+        )
+        return hardest_first(ranks)
+    ids = store.matching_pair_ids(collection.id, split=split)
+    return shuffled(ids, state.seed) if state.order == RANDOM else ids
+
+
+def agreement_text(found: Agreement) -> str:
+    """The team's agreement and per-annotator counts, as Markdown (names escaped)."""
+    if not found.annotators:
+        return "*No labels yet.*"
+    people = " · ".join(
+        f"{md(c.author)}: {c.negatives + c.also_positives:,} labels on {c.pairs:,} pairs "
+        f"({c.negatives:,} ✗, {c.also_positives:,} +)"
+        for c in found.annotators
+    )
+    lines = [f"**Annotators:** {people}"]
+    if not found.decisions:
+        lines.append(
+            "No candidate was labeled by two people yet: set `MMDEMO_LABEL_OVERLAP` (e.g. 0.1) "
+            "to have a share of the pairs labeled by everyone."
+        )
+        return "\n\n".join(lines)
+    kappa = "undefined (one kind only)" if found.kappa is None else f"{found.kappa:.2f}"
+    lines.append(
+        f"**Agreement:** Cohen's κ = **{kappa}** on {found.items:,} candidates labeled by two "
+        f"or more people ({found.shared_pairs:,} pairs; {found.agreed:,} of "
+        f"{found.decisions:,} decisions agree)."
+    )
+    if len(found.raters) > 1:
+        lines.append(
+            " · ".join(
+                f"{md(r.a)}–{md(r.b)}: κ "
+                + ("n/a" if r.kappa is None else f"{r.kappa:.2f}")
+                + f" on {r.items:,}"
+                for r in found.raters
+            )
+        )
+    return "\n\n".join(lines)
+
+
+def _agreement(services: Services, collection: Collection | None) -> str:
+    if collection is None:
+        return ""
+    return agreement_text(agreement(services.store.labels_for_collection(collection.id)))
 
 
 def _model_dropdown(services: Services, state: LabelState) -> Any:
@@ -299,12 +460,15 @@ def show_pair(
         )
     except FAILURES as exc:
         return view(state, message=warn(str(exc)))
-    candidates = tuple(task.candidates)
+    labels = visible_labels(services.store.labels_for_pair(pair.id), state.annotator, state.blind)
+    candidates = with_labels(task.candidates, labels)
+    caption_labels = caption_labels_of(labels)
+    suggested = open_suggestions(pair.caption, caption_labels)
     selected = state.selected if keep_selection else None
     if selected is None or selected >= len(candidates):
         selected = _next_selection(candidates, None)
     state = dataclasses.replace(state, pair_id=pair.id, candidates=candidates, selected=selected)
-    state, suggestions = _suggestions(_drawn(state), task.suggested_captions)
+    state, suggestions = _suggestions(_drawn(state), suggested)
     return view(
         state,
         progress=_progress(services, state),
@@ -314,7 +478,7 @@ def show_pair(
         listing=_listing(state),
         selection=selection_html(state),
         negative_caption=suggestions,
-        caption_labels=caption_labels_text(task.caption_labels),
+        caption_labels=caption_labels_text(caption_labels),
         message=message,
     )
 
@@ -322,23 +486,47 @@ def show_pair(
 def _first_or_next(
     services: Services, state: LabelState, after: int | None, progress: Any, message: str = ""
 ) -> LabelView:
+    """The next pair of the annotator's queue after ``after`` (from the start: ``None``),
+    claimed for them (see the module docstring), or a line saying why there is none."""
     collection = current_collection(services, state.collection)
     if collection is None:
         return _empty(services, state, "No collection yet: create one in the Curate tab.")
     state = dataclasses.replace(state, collection=collection.name)
-    pair = next_pair_to_label(
-        services.store, collection.id, after, _split(state), state.unlabeled_only
+    store = services.store
+    try:
+        order = pair_order(services, state, collection, progress)
+    except FAILURES as exc:
+        return view(state, message=warn(str(exc)))
+    share = services.settings.label_overlap
+    expiry = time.time() - CLAIM_S
+
+    def overlap(pair_id: int) -> bool:
+        return in_overlap(collection.id, pair_id, share)
+
+    queue = next_in_queue(
+        order,
+        after,
+        state.annotator,
+        store.label_authors(collection.id, _split(state)),
+        store.claims(collection.id, expiry),
+        overlap,
+        state.unlabeled_only,
     )
-    if pair is None:
-        which = "" if state.split == ALL_SPLITS else f" {state.split}"
-        text = f"No{which} pairs to show."
-        if state.unlabeled_only and services.store.count_pairs(collection.id, split=_split(state)):
-            text = (
-                f"Every{which} pair has a label. Untick *Only unlabeled pairs* to go through "
-                "them again."
-            )
-        return _empty(services, state, text)
-    return show_pair(services, state, pair.id, progress, message)
+    for pair_id in queue[:MAX_CLAIM_TRIES]:
+        if (
+            state.annotator is None
+            or overlap(pair_id)
+            or store.claim_pair(pair_id, state.annotator, expiry)
+        ):
+            return show_pair(services, state, pair_id, progress, message)
+    which = "" if state.split == ALL_SPLITS else f" {state.split}"
+    text = f"No{which} pairs to show."
+    if order and state.unlabeled_only:
+        text = (
+            f"Every{which} pair has a label or is open for another annotator. Untick *Only "
+            "unlabeled pairs* to go through them again."
+        )
+    return _empty(services, state, text)
 
 
 # -- events ---------------------------------------------------------------------------------------
@@ -351,24 +539,71 @@ def on_load(services: Services, state: LabelState, collection: str | None) -> La
     collection; the pair shows when the tab is opened."""
     del state  # a page load is a new session
     found = current_collection(services, collection)
-    return view(LabelState(collection=found.name if found is not None else None))
+    name = found.name if found is not None else None
+    return view(LabelState(collection=name, seed=secrets.randbelow(2**31)))
+
+
+def _focus_key(focus: Any) -> tuple | None:
+    """``shared.label_focus`` as a comparable value: ``(collection, (pair_id, ...))``."""
+    if not isinstance(focus, dict) or not focus.get("collection"):
+        return None
+    try:
+        ids = tuple(int(i) for i in focus.get("pair_ids") or ())
+    except (TypeError, ValueError):
+        return None
+    return (str(focus["collection"]), ids) if ids else None
+
+
+def _take_focus(
+    services: Services, state: LabelState, found: Collection | None, focus: Any
+) -> LabelState | None:
+    """The state labeling the focus pairs first, when ``focus`` is new and names the current
+    collection (pairs deleted or elsewhere are left out); else ``None``."""
+    key = _focus_key(focus)
+    if key is None or key == state.focus_key or found is None or key[0] != found.name:
+        return None
+    present = {p.id for p in services.store.get_pairs(list(key[1])) if p.collection_id == found.id}
+    ids = tuple(dict.fromkeys(i for i in key[1] if i in present))
+    return dataclasses.replace(state, focus=ids, focus_key=key)
 
 
 def open_tab(
-    services: Services, state: LabelState, collection: str | None = None, progress: Any = None
+    services: Services,
+    state: LabelState,
+    collection: str | None = None,
+    progress: Any = None,
+    focus: Any = None,
+    profile: Any = None,
 ) -> LabelView:
     """The tab was opened: follow the browser's current collection (``collection``, the
     ``shared.collection`` value; a stale name falls back to the default). In another
     collection than before the walk starts over there; otherwise the current pair shows again
-    (labels may have changed elsewhere), or the first pair to label."""
+    (labels may have changed elsewhere), or the first pair to label.
+
+    ``focus`` is ``shared.label_focus``: pairs chosen elsewhere to label first, in their order,
+    when it names this collection (each value is taken once). ``profile`` is the Space login
+    (the annotator); until the person picks a model, candidates and the order come from the
+    collection's newest finished run."""
+    state = _as(services, state, profile)
     found = current_collection(services, collection if collection else state.collection)
     name = found.name if found is not None else None
     if name != state.collection:
         state = dataclasses.replace(
             state, collection=name, pair_id=None, candidates=(), selected=None, history=()
         )
+    if state.model_auto:
+        state = dataclasses.replace(state, model=default_model(services, found))
     shown = None
-    if state.pair_id is not None and found is not None:
+    focused = _take_focus(services, state, found, focus)
+    if focused is not None:
+        state = focused
+        if state.focus:
+            history = state.history + ((state.pair_id,) if state.pair_id is not None else ())
+            state = dataclasses.replace(state, history=history[-50:], selected=None)
+            n = len(state.focus)
+            said = f"Labeling the {n:,} pair{'s' * (n != 1)} you chose first."
+            shown = show_pair(services, state, state.focus[0], progress, said)
+    if shown is None and state.pair_id is not None and found is not None:
         try:
             pair = services.store.get_pair(state.pair_id)
         except StoreError:
@@ -377,11 +612,12 @@ def open_tab(
             shown = show_pair(services, state, pair.id, progress, keep_selection=True)
     if shown is None:
         shown = _first_or_next(services, state, None, progress)
-    # Everything is drawn again: the dropdowns and the Undo button too.
+    # Everything is drawn again: the dropdowns, the Undo button and the agreement too.
     st = shown.state
     return shown._replace(
         model=_model_dropdown(services, st),
         undo=_undo_button(st),
+        agreement=_agreement(services, found),
         negative_caption=gr.update(
             choices=list(st.suggested), value=st.suggested[0] if st.suggested else None
         ),
@@ -396,16 +632,28 @@ def set_options(
     unlabeled_only: bool,
     k: int | None = None,
     progress: Any = None,
+    order: str | None = None,
+    blind: bool | None = None,
+    profile: Any = None,
 ) -> LabelView:
-    """Another model, split, k or filter: show the current pair again if it still fits."""
+    """Another model, split, k, filter, order or blind mode: show the current pair again if it
+    still fits (another order starts from its first pair)."""
     split = split if split in SPLIT_CHOICES else "train"
+    order = order if order in ORDERS else state.order
+    model = model or BASE
+    before = state
     state = dataclasses.replace(
-        state,
-        model=model or BASE,
+        _as(services, state, profile),
+        model=model,
+        model_auto=state.model_auto and model == state.model,
         split=split,
         unlabeled_only=bool(unlabeled_only),
         k=int(k or state.k),
+        order=order,
+        blind=state.blind if blind is None else bool(blind),
     )
+    if order != before.order:
+        return _first_or_next(services, state, None, progress)
     if state.pair_id is not None:
         try:
             pair = services.store.get_pair(state.pair_id)
@@ -416,10 +664,20 @@ def set_options(
     return _first_or_next(services, state, None, progress)
 
 
-def next_pair(services: Services, state: LabelState, progress: Any = None) -> LabelView:
-    """Skip (or go on after labeling): the next pair, wrapping around."""
+def next_pair(
+    services: Services, state: LabelState, progress: Any = None, profile: Any = None
+) -> LabelView:
+    """Skip (or go on after labeling): the next pair of the focus, else of the annotator's
+    queue, wrapping around."""
+    state = _as(services, state, profile)
     history = state.history + ((state.pair_id,) if state.pair_id is not None else ())
     state = dataclasses.replace(state, history=history[-50:], selected=None)
+    if state.focus and state.pair_id in state.focus:
+        index = state.focus.index(state.pair_id)
+        if index + 1 < len(state.focus):
+            return show_pair(services, state, state.focus[index + 1], progress)
+        state = dataclasses.replace(state, focus=())
+        return _first_or_next(services, state, None, progress, "Done with the pairs you chose.")
     return _first_or_next(services, state, state.pair_id, progress)
 
 
@@ -483,7 +741,9 @@ def _after_edit(
             message=outcome.message,
             **_undo_changes(before, state),
         )
-    labels = services.store.labels_for_pair(state.pair_id)
+    labels = visible_labels(
+        services.store.labels_for_pair(state.pair_id), state.annotator, state.blind
+    )
     candidates = with_labels(state.candidates, labels)
     selected = _next_selection(candidates, state.selected) if advance else state.selected
     state = _drawn(dataclasses.replace(state, candidates=candidates, selected=selected))
@@ -533,6 +793,7 @@ def mark(
     The author is the logged-in user (on a Space one is required), else ``author``. The page
     sends the candidate it shows selected (``picked``) on the pair it shows (``shown``), so a
     label always goes to what the person saw (see :func:`_take_pick`)."""
+    state = _as(services, state, profile)
     taken = _take_pick(state, picked, shown)
     if isinstance(taken, str):
         return view(state, message=warn(taken))
@@ -555,6 +816,7 @@ def clear(
         require_login(profile, services.settings)
     except LoginRequired as exc:
         return view(state, message=warn(exc.message))
+    state = _as(services, state, profile)
     taken = _take_pick(state, picked, shown)
     if isinstance(taken, str):
         return view(state, message=warn(taken))
@@ -583,6 +845,7 @@ def add_negative_caption(
     profile: Any = None,
 ) -> LabelView:
     """Save a hard-negative caption for the pair's image (e.g. its attributes swapped)."""
+    state = _as(services, state, profile) if profile is not None else state
     target = caption_target(state.pair_id, caption, NO_PAIR)
     outcome = apply_label(
         services, target, "negative", state.last_edit, author=author, profile=profile

@@ -24,6 +24,7 @@ from typing import Any
 import gradio as gr
 from gradio.context import get_render_context
 
+from mmdemo.retrieval.label_order import HARDEST, ORDERS
 from mmdemo.services import Services
 from mmdemo.ui.common import Shared
 from mmdemo.ui.label import handlers as h
@@ -176,7 +177,21 @@ def build_label(services: Services, shared: Shared) -> None:
                 list(SPLIT_CHOICES), value="train", label="Pairs of split", scale=1, min_width=110
             )
             k = gr.Slider(2, MAX_K, value=DEFAULT_K, step=1, label="Candidates", scale=1)
+            order = gr.Dropdown(
+                list(ORDERS),
+                value=HARDEST,
+                label="Order",
+                scale=1,
+                min_width=130,
+                elem_id="mm-label-order",
+            )
             unlabeled = gr.Checkbox(value=True, label="Only unlabeled pairs", scale=1)
+            blind = gr.Checkbox(
+                value=False,
+                label="Blind (hide others' labels)",
+                scale=1,
+                elem_id="mm-label-blind",
+            )
             goto = gr.Textbox(label="Go to pair id", placeholder="e.g. 12", scale=1, min_width=100)
             goto_btn = gr.Button("Go", size="sm", scale=0, min_width=60)
         progress_md = gr.Markdown(elem_id="mm-label-progress")
@@ -232,6 +247,8 @@ def build_label(services: Services, shared: Shared) -> None:
             js_on_load=None,
             padding=False,
         )
+        with gr.Accordion("Team agreement", open=False, elem_id="mm-label-team"):
+            agreement = gr.Markdown(elem_id="mm-label-agreement")
         gr.Markdown(
             "Keys: **1–9** select a candidate · **n** hard negative · **c** also correct · "
             "**x** clear · **s** / **→** next pair · **←** previous · **u** undo",
@@ -253,6 +270,7 @@ def build_label(services: Services, shared: Shared) -> None:
         "caption_labels": caption_labels,
         "undo": undo_btn,
         "message": message,
+        "agreement": agreement,
     }
 
     def outputs_of(fields: tuple[str, ...]) -> list:
@@ -278,28 +296,53 @@ def build_label(services: Services, shared: Shared) -> None:
 
     full = LabelView._fields
 
-    def on_open(st: LabelState, name: str | None, progress=gr.Progress()) -> tuple:  # noqa: ANN001
-        return as_outputs(h.open_tab(services, st, name, progress), full)
+    def on_open(
+        st: LabelState,
+        name: str | None,
+        focus: dict | None,
+        profile: gr.OAuthProfile | None,
+        progress=gr.Progress(),  # noqa: ANN001
+    ) -> tuple:
+        view = h.open_tab(services, st, name, progress, focus=focus, profile=profile)
+        return as_outputs(view, full)
 
+    # The pairs a person chose elsewhere (the embedding map's "open in Label") are an input.
+    opening = [state, shared.collection, shared.label_focus]
     if isinstance(tab, gr.Tab):
-        tab.select(on_open, [state, shared.collection], outputs_of(full), **slow)
+        tab.select(on_open, opening, outputs_of(full), **slow)
     else:
-        shared.demo.load(on_open, [state, shared.collection], outputs_of(full), **slow)
+        shared.demo.load(on_open, opening, outputs_of(full), **slow)
 
     pair_fields = h.PAIR_OUTPUTS
 
-    def on_options(st, model_, split_, unlabeled_, k_, progress=gr.Progress()) -> tuple:  # noqa: ANN001
-        view = h.set_options(services, st, model_, split_, unlabeled_, k_, progress)
+    def on_options(  # noqa: ANN202
+        st,  # noqa: ANN001
+        model_,  # noqa: ANN001
+        split_,  # noqa: ANN001
+        unlabeled_,  # noqa: ANN001
+        k_,  # noqa: ANN001
+        order_,  # noqa: ANN001
+        blind_,  # noqa: ANN001
+        profile: gr.OAuthProfile | None,
+        progress=gr.Progress(),  # noqa: ANN001
+    ):
+        view = h.set_options(
+            services, st, model_, split_, unlabeled_, k_, progress, order_, blind_, profile
+        )
         return as_outputs(view, pair_fields)
 
-    option_inputs = [state, model, split, unlabeled, k]
-    for control in (model, split, unlabeled):
+    option_inputs = [state, model, split, unlabeled, k, order, blind]
+    for control in (model, split, unlabeled, order, blind):
         control.input(on_options, option_inputs, outputs_of(pair_fields), **slow)
     k.release(on_options, option_inputs, outputs_of(pair_fields), **slow)
 
     # Another pair: its candidates are ranked from cached embeddings (the split's images were
-    # encoded when the tab opened), quick enough to need no progress bar.
-    next_btn.click(wired(pair_fields, h.next_pair), [state], outputs_of(pair_fields), **quick)
+    # encoded when the tab opened), quick enough to need no progress bar. The login is the
+    # annotator whose queue is walked.
+    def on_next(st: LabelState, profile: gr.OAuthProfile | None) -> tuple:
+        return as_outputs(h.next_pair(services, st, profile=profile), pair_fields)
+
+    next_btn.click(on_next, [state], outputs_of(pair_fields), **quick)
     back_btn.click(wired(pair_fields, h.previous_pair), [state], outputs_of(pair_fields), **quick)
     for trigger in (goto_btn.click, goto.submit):
         trigger(wired(pair_fields, h.goto_pair), [state, goto], outputs_of(pair_fields), **quick)
