@@ -1,0 +1,126 @@
+"""Team labeling in the Label tab on a simulated Space (handlers called directly): each
+annotator gets other pairs, the overlap share goes to everyone, blind mode hides the others'
+labels, and the tab shows the team's agreement."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+
+from mmdemo.services import DEMO_COLLECTION, Services
+from mmdemo.ui.label import handlers as h
+from tests.conftest import plain
+from tests.space import ALICE
+
+pytest_plugins = ["tests.space"]
+
+BOB = SimpleNamespace(username="bob")
+
+
+@pytest.fixture(autouse=True)
+def no_claims_left(space: Services):  # noqa: ANN201
+    yield
+    for who in ("alice", "bob"):
+        space.store.release_claims(who)
+
+
+def session(services: Services, profile, **fields) -> h.LabelView:  # noqa: ANN001, ANN003
+    """A new browser session opening the Label tab as ``profile``."""
+    state = h.on_load(services, h.initial_state(services), DEMO_COLLECTION).state
+    state = dataclasses.replace(state, **fields)
+    return h.open_tab(services, state, DEMO_COLLECTION, profile=profile)
+
+
+def overlapping(space: Services, share: float) -> Services:
+    return dataclasses.replace(
+        space, settings=dataclasses.replace(space.settings, label_overlap=share)
+    )
+
+
+def test_two_annotators_get_different_pairs(space):
+    alice = session(space, ALICE)
+    bob = session(space, BOB)
+    assert alice.state.annotator == "alice" and bob.state.annotator == "bob"
+    assert alice.state.pair_id is not None and bob.state.pair_id is not None
+    assert alice.state.pair_id != bob.state.pair_id
+    # alice labels her pair and moves on: never to bob's open pair, nor back to hers.
+    labeled = h.mark(space, alice.state, "negative", profile=ALICE)
+    seen_by_alice = {alice.state.pair_id}
+    view = labeled
+    for _ in range(5):
+        view = h.next_pair(space, view.state, profile=ALICE)
+        seen_by_alice.add(view.state.pair_id)
+    assert bob.state.pair_id not in seen_by_alice
+    # bob walks on: alice's labeled pair is done for him too, and her open pair is hers.
+    seen_by_bob = set()
+    view = bob
+    for _ in range(5):
+        view = h.next_pair(space, view.state, profile=BOB)
+        seen_by_bob.add(view.state.pair_id)
+    assert alice.state.pair_id not in seen_by_bob
+    # A visitor who is not logged in may look (no claim), but not label.
+    anonymous = session(space, None)
+    assert anonymous.state.annotator is None and anonymous.state.pair_id is not None
+
+
+def test_the_overlap_share_goes_to_everyone_and_blind_mode_hides_the_others_labels(space):
+    team = overlapping(space, 1.0)  # every pair is labeled by everyone
+    alice = session(team, ALICE)
+    bob = session(team, BOB, blind=True)
+    assert alice.state.pair_id == bob.state.pair_id  # the hardest pair, for both
+    pair_id = alice.state.pair_id
+    marked = h.mark(team, alice.state, "negative", profile=ALICE)
+    caption = "a caption alice wrote"
+    h.add_negative_caption(team, marked.state, caption, profile=ALICE)
+    first = alice.state.candidates[0]
+
+    blind = h.open_tab(team, bob.state, DEMO_COLLECTION, profile=BOB)
+    assert blind.state.pair_id == pair_id
+    assert all(c.label is None for c in blind.state.candidates)
+    assert "✗" not in blind.listing.split("</thead>")[1] and caption not in blind.caption_labels
+    seeing = h.set_options(team, blind.state, blind.state.model, "train", True, blind=False)
+    [shown] = [c for c in seeing.state.candidates if c.image_sha256 == first.image_sha256]
+    assert shown.label == "negative" and caption in plain(seeing.caption_labels)
+
+    # bob decides the same candidate the other way, blind: both decisions are kept.
+    bobs = h.mark(team, blind.state, "also-positive", profile=BOB, picked=0, shown=pair_id)
+    assert bobs.state.candidates[0].label == "also-positive"
+    kinds = {(lab.author, lab.kind) for lab in team.store.labels_for_pair(pair_id)}
+    assert {("alice", "negative"), ("bob", "also-positive")} <= kinds
+    # alice still sees her own label on it (hers wins where both labeled).
+    again = h.open_tab(team, marked.state, DEMO_COLLECTION, profile=ALICE)
+    assert again.state.candidates[0].label == "negative"
+    # The agreement: one candidate decided by both, and they disagree (kappa 0).
+    text = plain(again.agreement)
+    assert "κ = **0.00** on 1 candidates" in text and "0 of 1 decisions agree" in text
+    assert "alice: 2 labels on 1 pairs" in text and "bob: 1 labels on 1 pairs" in text
+    # An overlap pair labeled by alice is done for her but still offered to others.
+    nxt = h.next_pair(team, again.state, profile=ALICE)
+    assert nxt.state.pair_id != pair_id
+    assert session(team, SimpleNamespace(username="carol")).state.pair_id == pair_id
+    team.store.release_claims("carol")
+
+
+def test_without_overlap_a_labeled_pair_is_done_for_everyone(space):
+    alice = session(space, ALICE)
+    h.mark(space, alice.state, "negative", profile=ALICE)
+    space.store.release_claims("alice")
+    bob = session(space, BOB)
+    assert bob.state.pair_id != alice.state.pair_id
+    text = plain(bob.agreement)
+    assert "No candidate was labeled by two people yet" in text and "MMDEMO_LABEL_OVERLAP" in text
+
+
+def test_agreement_names_are_escaped():
+    from mmdemo.data.agreement import agreement
+    from mmdemo.data.store import NegativeLabel
+
+    labels = [
+        NegativeLabel(1, 1, "x", None, "negative", "<b>eve</b>", 0.0),
+        NegativeLabel(2, 1, "x", None, "negative", "*zed*", 0.0),
+    ]
+    text = h.agreement_text(agreement(labels))
+    assert "<b>" not in text and "\\*zed\\*" in text
+    assert "undefined" in text  # both used one kind only
