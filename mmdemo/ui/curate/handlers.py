@@ -391,6 +391,30 @@ def open_pair(
     return render(services, dataclasses.replace(state, selected=state.page_ids[index]), saved)
 
 
+def open_pair_by_id(
+    services: Services, state: CurateState, pair_id: int, typed_caption: str | None = None
+) -> CurateView:
+    """Open a pair of the open collection named by id (e.g. a point of the embedding map),
+    wherever the gallery is; an unsaved caption edit is saved first, as on a gallery click."""
+    state = dataclasses.replace(state, pending_delete=None)
+    state, collection = current_collection_of(services, state)
+    try:
+        pair = services.store.get_pair(pair_id)
+    except StoreError:
+        pair = None
+    if pair is None or collection is None or pair.collection_id != collection.id:
+        return render(services, state, warn(f"Pair {pair_id} is not in this collection."))
+    saved = ""
+    if pair.id != state.selected:
+        try:
+            saved = _save_typed_caption(services, state, typed_caption)
+        except StoreError as exc:
+            return render(
+                services, state, warn(f"Pair {state.selected} not saved: {exc}"), editor=False
+            )
+    return render(services, dataclasses.replace(state, selected=pair.id), saved)
+
+
 # -- the pair editor -----------------------------------------------------------------------------
 def _save_typed_caption(services: Services, state: CurateState, typed: str | None) -> str:
     """Save the caption box's text for the open pair when it differs from the stored caption.

@@ -55,6 +55,7 @@ from mmdemo.ui.curate.lookalikes import (
     select_lookalike,
     undo_lookalike,
 )
+from mmdemo.ui.curate.map import layout_map_panel, wire_map_panel
 from mmdemo.ui.curate.splits import (
     DEFAULT_EVAL_PERCENT,
     layout_splits_panel,
@@ -174,6 +175,7 @@ def build_curate(services: Services, shared: Shared) -> None:
         )
 
     splits_panel = layout_splits_panel(services, first.state)
+    map_panel = layout_map_panel(services)
 
     with gr.Row(equal_height=True):
         message = gr.Markdown(elem_id="mm-message")
@@ -270,6 +272,9 @@ def build_curate(services: Services, shared: Shared) -> None:
         return without_trigger(CurateView._fields, components, as_outputs, trigger)
 
     wire_splits_panel(services, splits_panel, state, view, as_outputs)
+    map_click = wire_map_panel(
+        services, shared, map_panel, state, view, as_outputs, splits_panel, caption
+    )
 
     def bind(handler):  # noqa: ANN001, ANN202 - handler(services, state, *values)
         return lambda *values: as_outputs(handler(services, *values))
@@ -438,7 +443,7 @@ def build_curate(services: Services, shared: Shared) -> None:
     also_btn.click(on_look_also, [state, looks], look_view)
     look_undo_btn.click(on_look_undo, [state, looks], look_view)
     # Whatever may change the opened pair: drop (or, open, reload) the look-alikes after it.
-    for event in (select_event, delete_event, undo_event, picker_event):
+    for event in (select_event, delete_event, undo_event, picker_event, map_click):
         event.then(on_look_changed, [state, looks], look_view)
 
     import_btn.click(

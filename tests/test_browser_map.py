@@ -1,0 +1,108 @@
+"""Curate's embedding map in a real Chromium: points drawn, hover shows a caption as text, a
+click opens the pair, a box selection moves pairs to a split and the Splits undo takes it back."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["tests.browser"]
+
+WAIT_MS = 30_000
+MARKUP = "<b>x</b> marks the spot"
+
+
+def overlay(page):  # noqa: ANN001, ANN201 - playwright's Page and Locator
+    return page.locator("#mm-map canvas.mm-map-overlay")
+
+
+def points(page) -> dict[int, tuple[float, float]]:  # noqa: ANN001
+    """Each drawn pair's position in the viewport (the map scrolled into view)."""
+    overlay(page).scroll_into_view_if_needed()
+    box = overlay(page).bounding_box()
+    drawn = overlay(page).evaluate("canvas => canvas.mmPoints()")
+    return {int(pid): (box["x"] + x, box["y"] + y) for pid, x, y in drawn}
+
+
+@pytest.mark.browser
+def test_map_draws_hovers_opens_and_moves_a_box_selection(live_app, page, screenshot):
+    from playwright.sync_api import expect
+
+    store = live_app.services.store
+    demo = store.collection("demo-shapes")
+    pairs = store.list_pairs(demo.id)
+    marked = pairs[3]
+    store.update_pair(marked.id, caption=MARKUP)
+
+    page.goto(live_app.url)
+    page.locator("#mm-gallery").wait_for(state="visible", timeout=WAIT_MS)
+    page.locator("#mm-map-panel").get_by_text("Embedding map", exact=True).click()
+    canvas = page.locator("#mm-map canvas.mm-map-points")
+    expect(canvas).to_have_attribute("data-points", str(len(pairs)), timeout=WAIT_MS)
+    expect(page.locator("#mm-map-status")).to_contain_text("24 pairs · PCA")
+    expect(page.locator("#mm-map .mm-map-legend")).to_contain_text("train (")
+    # Something is drawn: the canvas holds coloured (non-transparent) pixels.
+    painted = canvas.evaluate(
+        "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"
+    )
+    assert painted > len(pairs)
+
+    # Hover: the marked pair's caption shows as text, markup and all (no <b> element made).
+    spots = points(page)
+    assert set(spots) == {p.id for p in pairs}
+    x, y = spots[marked.id]
+    page.mouse.move(x, y)
+    caption = page.locator("#mm-map .mm-map-caption")
+    expect(caption).to_have_text(MARKUP, timeout=WAIT_MS)
+    assert caption.locator("b").count() == 0
+    expect(page.locator("#mm-map .mm-map-thumb")).to_be_visible()
+    expect(page.locator("#mm-map .mm-map-meta")).to_contain_text(f"pair {marked.id}")
+    screenshot("map-hover")
+
+    # A click on the point opens the pair in Curate's editor.
+    page.mouse.click(x, y)
+    expect(page.locator("#mm-caption textarea")).to_have_value(MARKUP, timeout=WAIT_MS)
+
+    # A box around the left half of the points selects exactly those; move them to test.
+    spots = points(page)
+    xs = sorted(px for px, _ in spots.values())
+    middle = (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+    top = min(py for _, py in spots.values()) - 8
+    bottom = max(py for _, py in spots.values()) + 8
+    left = xs[0] - 8
+    chosen = {pid for pid, (px, _) in spots.items() if px < middle}
+    assert chosen and len(chosen) < len(pairs)
+    before = {p.id: p.split for p in store.list_pairs(demo.id)}
+    page.mouse.move(left, top)
+    page.mouse.down()
+    page.mouse.move((left + middle) / 2, (top + bottom) / 2, steps=4)
+    page.mouse.move(middle, bottom, steps=4)
+    page.mouse.up()
+    selection = page.locator("#mm-map-selection")
+    expect(selection).to_contain_text(f"{len(chosen)} pairs selected", timeout=WAIT_MS)
+    screenshot("map-box-selection")
+
+    page.locator("#mm-map-target").click()
+    page.get_by_role("option", name="test", exact=True).click()
+    move = page.locator("#mm-map-move")
+    expect(move).to_have_text(f"Move {len(chosen)} selected to")
+    move.click()
+    message = page.locator("#mm-message")
+    expect(message).to_contain_text("selected pairs to test", timeout=WAIT_MS)
+    now = {p.id: p.split for p in store.list_pairs(demo.id)}
+    assert {pid for pid, split in now.items() if split == "test"} == chosen
+    assert all(now[pid] == before[pid] for pid in now if pid not in chosen)
+    expect(page.locator("#mm-map .mm-map-legend")).to_contain_text(f"test ({len(chosen)})")
+    expect(page.locator("#mm-stats")).to_contain_text(f"test {len(chosen)}")
+    screenshot("map-moved")
+
+    # The Splits panel's undo takes the move back.
+    page.locator("#mm-splits").get_by_text("Splits", exact=True).click()
+    page.locator("#mm-undo-move").click()
+    expect(message).to_contain_text("Undid move", timeout=WAIT_MS)
+    assert {p.id: p.split for p in store.list_pairs(demo.id)} == before
+    expect(page.locator("#mm-map .mm-map-legend")).to_contain_text("test (0)", timeout=WAIT_MS)
+
+    # "Open in Label" hands the selection to the Label tab.
+    page.locator("#mm-map-label").click()
+    expect(message).to_contain_text(f"{len(chosen)} pairs of “demo-shapes” ready to label")
