@@ -167,3 +167,28 @@ def test_training_rows_follow_the_rule_for_labels_by_different_authors(store, se
     assert len(negatives) == 1 and y.image_sha256 in negatives[0]
     assert data.stats["negatives_overruled"] == 1
     assert data.stats["also_positive"] == 1
+
+
+def test_the_published_dataset_card_reports_the_annotators_agreement(store, settings, tmp_path):
+    from mmdemo.hub.publish import DryRunPublisher, publish_dataset
+
+    c, pairs = _pairs(store, settings, n=5)
+    anchor = pairs[0]
+    # Three candidates decided by both: agree, agree, disagree (alice neg / bob also).
+    # p_o = 2/3; alice 3 neg; bob 2 neg, 1 also: p_e = 1·2/3 = 2/3, so kappa = 0.
+    for other, bobs in (
+        (pairs[1], "negative"),
+        (pairs[2], "negative"),
+        (pairs[3], "also-positive"),
+    ):
+        store.add_label(anchor.id, "negative", negative_sha256=other.image_sha256, author="alice")
+        store.add_label(anchor.id, bobs, negative_sha256=other.image_sha256, author="<i>bob</i>")
+    store.add_label(pairs[1].id, "negative", negative_sha256=pairs[4].image_sha256, author="alice")
+    folder = publish_dataset(
+        DryRunPublisher(tmp_path / "dry"), store, settings, "team", "a/t"
+    ).folder
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    section = card.split("## Annotator agreement")[1].split("\n## ")[0]
+    assert "| alice | 2 | 4 | 0 |" in section
+    assert "| &lt;i&gt;bob&lt;/i&gt; | 1 | 2 | 1 |" in section and "<i>" not in card
+    assert "**0.00** (3 candidates on 1 pairs; 2 of 3 decisions agree)" in section

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from mmdemo.data.agreement import Agreement
 from mmdemo.text import md
 
 MODEL_TAGS = ("mmdemo", "clip", "sentence-transformers", "hard-negatives")
@@ -576,18 +577,54 @@ def render_model_card(info: ModelCardInfo) -> str:
 EXPORT_PLACEHOLDER_ID = "path/to/this/folder"
 
 
+def agreement_section(found: Agreement | None) -> list[str]:
+    """The card's "Annotator agreement" lines (none when nobody is named as a label author):
+    per-annotator counts and Cohen's kappa where two people labeled the same candidate."""
+    if found is None or not found.annotators:
+        return []
+    lines = ["", "## Annotator agreement", ""]
+    lines += ["| annotator | pairs | hard negatives | also correct |", "|---|---:|---:|---:|"]
+    lines += [
+        f"| {_cell(c.author)} | {c.pairs} | {c.negatives} | {c.also_positives} |"
+        for c in found.annotators
+    ]
+    lines.append("")
+    if not found.decisions:
+        lines.append(
+            "No candidate was labeled by two annotators, so there is no agreement to report."
+        )
+        return lines
+    kappa = "undefined (a single kind of label)" if found.kappa is None else f"{found.kappa:.2f}"
+    lines.append(
+        f"Cohen's kappa on the hard-negative / also-correct decisions of candidates labeled by"
+        f" two or more annotators: **{kappa}** ({found.items} candidates on {found.shared_pairs}"
+        f" pairs; {found.agreed} of {found.decisions} decisions agree). Where annotators"
+        " disagree, a candidate anyone marked also-correct is not a hard negative in this data."
+    )
+    for r in found.raters if len(found.raters) > 1 else ():
+        value = "n/a" if r.kappa is None else f"{r.kappa:.2f}"
+        lines.append(f"- {_cell(r.a)} and {_cell(r.b)}: kappa {value} on {r.items} candidates")
+    return lines
+
+
 def finish_dataset_card(
-    card: str, repo_id: str, authors: list[str], model_repo: str | None = None
+    card: str,
+    repo_id: str,
+    authors: list[str],
+    model_repo: str | None = None,
+    agreement: Agreement | None = None,
 ) -> str:
     """Add what only the publisher knows to an exported dataset card.
 
-    The repo id replaces the export's placeholder in the usage snippet, the authors get a section,
-    and a model trained on the data is linked.
+    The repo id replaces the export's placeholder in the usage snippet, the authors get a section
+    (with the annotators' agreement when ``agreement`` is given), and a model trained on the data
+    is linked.
     """
     card = card.replace(EXPORT_PLACEHOLDER_ID, repo_id)
     extra = ["", "## Authors", ""]
     names = sorted({a.strip() for a in authors if a and a.strip()})
     extra += [f"- {_cell(name)}" for name in names] or ["- Not recorded."]
+    extra += agreement_section(agreement)
     if model_repo:
         extra += ["", "## Models trained on this data", "", f"- {_hub_link(model_repo)}"]
     block = "\n".join(extra) + "\n"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmdemo.data.agreement import agreement
 from mmdemo.data.store import Store, StoreError
 from mmdemo.hub.cards import finish_dataset_card
 from mmdemo.hub.client import (
@@ -276,7 +277,11 @@ def publish_dataset(
         card = staging / "README.md"
         card.write_text(
             finish_dataset_card(
-                card.read_text(encoding="utf-8"), repo_id, _authors(store, found.id), model_repo
+                card.read_text(encoding="utf-8"),
+                repo_id,
+                _authors(store, found.id),
+                model_repo,
+                agreement(store.labels_for_collection(found.id)),
             ),
             encoding="utf-8",
         )
