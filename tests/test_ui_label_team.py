@@ -43,6 +43,7 @@ def test_two_annotators_get_different_pairs(space):
     alice = session(space, ALICE)
     bob = session(space, BOB)
     assert alice.state.annotator == "alice" and bob.state.annotator == "bob"
+    assert "labeling as **alice**" in alice.progress and "labeling as **bob**" in bob.progress
     assert alice.state.pair_id is not None and bob.state.pair_id is not None
     assert alice.state.pair_id != bob.state.pair_id
     # alice labels her pair and moves on: never to bob's open pair, nor back to hers.
@@ -63,6 +64,7 @@ def test_two_annotators_get_different_pairs(space):
     # A visitor who is not logged in may look (no claim), but not label.
     anonymous = session(space, None)
     assert anonymous.state.annotator is None and anonymous.state.pair_id is not None
+    assert "log in with your Hugging Face account to label" in anonymous.progress
 
 
 def test_the_overlap_share_goes_to_everyone_and_blind_mode_hides_the_others_labels(space):

@@ -312,7 +312,14 @@ def _progress_text(services: Services, state: LabelState, collection: Collection
         return "No collection yet: create one in the Curate tab."
     done, total = labeling_progress(services.store, collection.id, _split(state))
     which = "" if state.split == ALL_SPLITS else f" {state.split}"
-    return f"**{done:,} of {total:,}**{which} pairs labeled in “{md(collection.name)}”"
+    text = f"**{done:,} of {total:,}**{which} pairs labeled in “{md(collection.name)}”"
+    if on_space(services.settings):
+        text += (
+            f" · labeling as **{md(state.annotator)}**"
+            if state.annotator
+            else " · log in with your Hugging Face account to label"
+        )
+    return text
 
 
 def _progress(services: Services, state: LabelState) -> str:

@@ -182,7 +182,7 @@ def build_label(services: Services, shared: Shared) -> None:
                 value=HARDEST,
                 label="Order",
                 scale=1,
-                min_width=130,
+                min_width=150,
                 elem_id="mm-label-order",
             )
             unlabeled = gr.Checkbox(value=True, label="Only unlabeled pairs", scale=1)
