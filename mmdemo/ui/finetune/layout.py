@@ -21,6 +21,7 @@ from mmdemo.services import Services
 from mmdemo.ui.common import Shared
 from mmdemo.ui.finetune import handlers as h
 from mmdemo.ui.finetune import rounds as r
+from mmdemo.ui.finetune import sigmoid as sg
 from mmdemo.ui.finetune import view as v
 from mmdemo.ui.finetune.handlers import LOSS_CHOICES, SAMPLER_CHOICES, FinetuneView, Knobs
 from mmdemo.ui.finetune.view import LOSS_COLUMNS, METRICS_COLUMNS, RUNS_COLUMNS
@@ -74,6 +75,13 @@ def build_finetune(services: Services, shared: Shared) -> None:
             precision=0,
             visible=h.uses_mini_batches(d.loss),
             elem_id="mm-ft-mini-batch",
+        )
+        sigmoid_start = gr.Textbox(
+            label=sg.SIGMOID_START_LABEL,
+            interactive=False,
+            visible=d.loss == "sigmoid",
+            elem_id="mm-ft-sigmoid-start",
+            scale=2,
         )
         hard = gr.Checkbox(
             d.use_hard_negatives,
@@ -231,6 +239,12 @@ def build_finetune(services: Services, shared: Shared) -> None:
             trigger_mode="always_last",
         )
     loss.change(lambda name: gr.update(visible=h.uses_mini_batches(name)), [loss], [mini_batch])
+    loss.change(
+        lambda name: gr.update(**sg.sigmoid_box(services, name)),
+        [loss],
+        [sigmoid_start],
+        show_progress="minimal",
+    )
 
     def on_make_split(name: str | None, profile: gr.OAuthProfile | None) -> tuple:
         return tuple(h.make_eval_split(services, name, profile))
