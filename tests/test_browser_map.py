@@ -103,6 +103,33 @@ def test_map_draws_hovers_opens_and_moves_a_box_selection(live_app, page, screen
     assert {p.id: p.split for p in store.list_pairs(demo.id)} == before
     expect(page.locator("#mm-map .mm-map-legend")).to_contain_text("test (0)", timeout=WAIT_MS)
 
-    # "Open in Label" hands the selection to the Label tab.
+    # A lasso (a triangle here) selects the points inside it; "Open in Label" hands them on.
+    page.locator("#mm-map .mm-map-tool[data-mode=lasso]").click()
+    spots = points(page)
+    xs = [px for px, _ in spots.values()]
+    ys = [py for _, py in spots.values()]
+    corners = [
+        (min(xs) - 10, min(ys) - 10),
+        (max(xs) + 10, min(ys) - 10),
+        (min(xs) - 10, max(ys) + 10),
+    ]
+    lassoed = {pid for pid, (px, py) in spots.items() if inside(corners, px, py)}
+    assert lassoed and len(lassoed) < len(pairs)
+    page.mouse.move(*corners[0])
+    page.mouse.down()
+    for corner in (*corners[1:], corners[0]):
+        page.mouse.move(*corner, steps=6)
+    page.mouse.up()
+    expect(selection).to_contain_text(f"{len(lassoed)} pairs selected", timeout=WAIT_MS)
+    screenshot("map-lasso")
     page.locator("#mm-map-label").click()
-    expect(message).to_contain_text(f"{len(chosen)} pairs of “demo-shapes” ready to label")
+    expect(message).to_contain_text(f"{len(lassoed)} pairs of “demo-shapes” ready to label")
+
+
+def inside(polygon: list[tuple[float, float]], x: float, y: float) -> bool:
+    """Whether (x, y) lies inside the polygon (even-odd rule, as the canvas decides)."""
+    hit = False
+    for (xa, ya), (xb, yb) in zip(polygon, polygon[-1:] + polygon[:-1], strict=True):
+        if (ya > y) != (yb > y) and x < (xb - xa) * (y - ya) / (yb - ya) + xa:
+            hit = not hit
+    return hit

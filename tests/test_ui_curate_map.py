@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -58,6 +59,11 @@ def coll(services: Services, request: pytest.FixtureRequest) -> tuple[str, list[
     return name, ids
 
 
+def payload_of(view: m.MapView) -> dict:
+    """The canvas's value (a JSON string) as data."""
+    return json.loads(view.plot)
+
+
 def opened(services: Services, name: str) -> tuple[CurateState, m.MapView]:
     curate = CurateState(collection=name)
     return curate, m.expand(services, curate, m.MapState())
@@ -68,7 +74,7 @@ def test_expand_draws_every_pair_coloured_by_split(services, coll):
     services.store.update_pair(ids[2], split="eval")
     services.store.update_pair(ids[5], split="test")
     curate, view = opened(services, name)
-    payload = view.plot
+    payload = json.loads(view.plot)
     assert view.state.open and view.state.collection == name
     assert payload["collection"] == name
     assert payload["ids"] == ids
@@ -89,7 +95,7 @@ def test_expand_draws_every_pair_coloured_by_split(services, coll):
     # A split edit elsewhere in Curate makes it stale: redrawn with the new split.
     services.store.update_pair(ids[0], split="eval")
     redrawn = m.refresh(services, curate, again.state)
-    legend = {entry["name"]: entry["count"] for entry in redrawn.plot["legend"]}
+    legend = {entry["name"]: entry["count"] for entry in payload_of(redrawn)["legend"]}
     assert legend["eval"] == 2
 
 
@@ -112,12 +118,12 @@ def test_colour_by_label_state(services, coll):
     store.add_label(ids[3], "negative", negative_sha256=other.image_sha256)
     curate, view = opened(services, name)
     view = m.change_options(services, curate, view.state, BASE, m.LABEL, "pca", 5)
-    names = [entry["name"] for entry in view.plot["legend"]]
-    assert {e["name"]: e["count"] for e in view.plot["legend"]} == {
+    names = [entry["name"] for entry in payload_of(view)["legend"]]
+    assert {e["name"]: e["count"] for e in payload_of(view)["legend"]} == {
         "labeled": 1,
         "not labeled": 9,
     }
-    assert names[view.plot["c"][ids.index(ids[3])]] == "labeled"
+    assert names[payload_of(view)["c"][ids.index(ids[3])]] == "labeled"
     assert is_skip(view.model)  # the dropdown a person used is not written back
     assert "by label state" in plain(view.status)
 
@@ -132,8 +138,8 @@ def test_colour_by_whether_the_model_gets_it_wrong(services, coll):
     )
     for k in (5, 1):
         view = m.change_options(services, curate, view.state, BASE, m.WRONG, "pca", k)
-        names = [entry["name"] for entry in view.plot["legend"]]
-        for pid, code in zip(view.plot["ids"], view.plot["c"], strict=True):
+        names = [entry["name"] for entry in payload_of(view)["legend"]]
+        for pid, code in zip(payload_of(view)["ids"], payload_of(view)["c"], strict=True):
             rank = ranks[pid]
             if rank == 1:
                 assert names[code] == "right (top 1)"
@@ -143,7 +149,7 @@ def test_colour_by_whether_the_model_gets_it_wrong(services, coll):
                 assert names[code] == f"in top {k}, not first"
             else:
                 assert names[code] == f"not in top {k}"
-        assert sum(e["count"] for e in view.plot["legend"]) == len(ids)
+        assert sum(e["count"] for e in payload_of(view)["legend"]) == len(ids)
     assert len(names) == 2  # k = 1: right or wrong
 
 
@@ -177,7 +183,7 @@ def test_move_selection_to_a_split_and_undo_it_with_the_splits_panel(services, c
     assert len(result.splits.undo) == 1 and result.splits.undo[-1].action == "move"
     undo_make, undo_move, _ = result.panel
     assert undo_move["visible"] and "Undo move (3 pairs)" in undo_move["value"]
-    legend = {e["name"]: e["count"] for e in result.map.plot["legend"]}
+    legend = {e["name"]: e["count"] for e in payload_of(result.map)["legend"]}
     assert legend["test"] == 3  # the open map is redrawn with the new splits
     assert result.map.state.selected == tuple(ids[:3])  # the selection stays for another action
 
@@ -254,7 +260,7 @@ def test_the_map_follows_the_curate_collection(services, coll):
     switched = m.refresh(services, CurateState(collection=other), state)
     assert switched.state.collection == other
     assert switched.state.selected == ()  # a selection never crosses collections
-    assert len(switched.plot["ids"]) == 3
+    assert len(payload_of(switched)["ids"]) == 3
 
 
 def test_the_newest_finished_run_is_the_default_model(tmp_path):

@@ -2,8 +2,9 @@
 
 Gradio's ScatterPlot cannot select points, so this small component does it itself. Its value
 is the payload :func:`mmdemo.ui.curate.map.map_payload` builds (``ids``, ``x``, ``y`` in the unit
-square, a colour index ``c`` per point, a ``legend`` and the ``selected`` ids); a new value
-redraws. In the browser:
+square, a colour index ``c`` per point, a ``legend`` and the ``selected`` ids) as a JSON string
+(a string passes through Gradio's frontend quickly; a dict of 10,000 points took seconds); a new
+value redraws. In the browser:
 
 - hovering a point shows its thumbnail and caption, fetched through the component's server
   function ``pair_card(pair_id)``; the caption is set as text (``textContent``), never as HTML;
@@ -11,8 +12,11 @@ redraws. In the browser:
 - dragging draws a box (or a lasso, with the Lasso tool) and fires ``map_select`` with
   ``{"pair_ids": [...]}``; Shift adds to the selection; a click on empty space clears it.
 
-The canvas keeps the drawn points' positions on ``canvas.mmPoints()`` (``[[id, x, y], ...]`` in
-CSS pixels of the canvas) and the last draw's time in ``data-draw-ms``, for tests and timing.
+The overlay canvas keeps the drawn points' positions on ``canvas.mmPoints()`` (``[[id, x, y],
+...]`` in CSS pixels) and ``canvas.mmRedraw()`` (lay out and draw again, returns the draw's
+milliseconds); the points canvas has ``data-points``, ``data-collection``, the last draw's time
+in ``data-draw-ms`` and the last new value's (parse, lay out, draw) in ``data-load-ms``: for
+tests and the timing in ``bench/bench_map.py``.
 """
 
 from __future__ import annotations
@@ -166,6 +170,7 @@ function draw() {
   const ms = performance.now() - t0;
   base.dataset.drawMs = ms.toFixed(1);
   base.dataset.points = String(n);
+  base.dataset.collection = (data && data.collection) || '';
   return ms;
 }
 
@@ -188,13 +193,20 @@ function showLegend() {
 function redraw() { size(); place(); draw(); paintOverlay(); }
 
 function load(value) {
-  data = value && value.ids ? value : null;
+  const t0 = performance.now();
+  let parsed = value;
+  if (typeof value === 'string') {
+    try { parsed = value ? JSON.parse(value) : null; } catch (error) { parsed = null; }
+  }
+  data = parsed && parsed.ids ? parsed : null;
   selected = new Set((data && data.selected) || []);
   cards = new Map();
   hover = -1;
   tip.hidden = true;
   showLegend();
   redraw();
+  base.dataset.loadMs = (performance.now() - t0).toFixed(1);
+  base.dataset.loadedAt = String(performance.now());
 }
 
 function nearest(x, y) {
