@@ -506,6 +506,8 @@ def _first_or_next(
         return view(state, message=warn(str(exc)))
     share = services.settings.label_overlap
     expiry = time.time() - CLAIM_S
+    # Claims split a team's work on a Space; off one every label is by the same "local".
+    claiming = state.annotator is not None and on_space(services.settings)
 
     def overlap(pair_id: int) -> bool:
         return in_overlap(collection.id, pair_id, share)
@@ -515,15 +517,15 @@ def _first_or_next(
         after,
         state.annotator,
         store.label_authors(collection.id, _split(state)),
-        store.claims(collection.id, expiry),
+        store.claims(collection.id, expiry) if claiming else {},
         overlap,
         state.unlabeled_only,
     )
     for pair_id in queue[:MAX_CLAIM_TRIES]:
         if (
-            state.annotator is None
+            not claiming
             or overlap(pair_id)
-            or store.claim_pair(pair_id, state.annotator, expiry)
+            or store.claim_pair(pair_id, str(state.annotator), expiry)
         ):
             return show_pair(services, state, pair_id, progress, message)
     which = "" if state.split == ALL_SPLITS else f" {state.split}"
