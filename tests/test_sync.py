@@ -87,7 +87,7 @@ def journal_lines(data: bytes) -> list[dict]:
 
 
 def images_back(settings: Settings, store: Store) -> bool:
-    rows = store.read_rows(("images",))["images"]
+    rows = current_rows(store)["images"].values()
     return all(
         image_path(settings.images_dir, r["sha256"], r["ext"]).is_file()
         and train_path(settings.images_dir, r["sha256"]).is_file()
@@ -220,6 +220,25 @@ def test_each_sync_writes_only_the_changes_and_each_image_once(store, settings, 
         assert current_rows(restored) == current_rows(store)
     finally:
         restored.close()
+
+
+def test_a_save_with_nothing_changed_reads_no_row(store, settings, tmp_path: Path, monkeypatch):
+    pairs = fill(store, settings)
+    syncer = folder_syncer(store, settings, tmp_path / "target")
+    syncer.sync_once()
+    reads = []
+    original = sync_mod.TableReader.read
+    monkeypatch.setattr(
+        sync_mod.TableReader, "read", lambda self: reads.append(1) or original(self)
+    )
+    assert syncer.sync_once().files == [] and reads == []  # one PRAGMA data_version, no read
+    other = Store(settings.db_path)  # another process's connection (the CLI beside the app)
+    try:
+        other.add_label(pairs[3].id, "negative", negative_caption="from the CLI", author="cli")
+    finally:
+        other.close()
+    report = syncer.sync_once()
+    assert reads == [1] and report.rows == 1
 
 
 def test_snapshots_let_a_restore_skip_old_journals(store, settings, tmp_path: Path):

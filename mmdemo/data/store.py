@@ -303,18 +303,6 @@ class Store:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
-    def read_rows(self, tables: tuple[str, ...]) -> dict[str, list[dict]]:
-        """Every row of ``tables`` as dicts, read in one transaction (a consistent snapshot)."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                return {
-                    table: [dict(row) for row in self._conn.execute(f"SELECT * FROM {table}")]
-                    for table in tables
-                }
-            finally:
-                self._conn.execute("COMMIT")
-
     def schema_version(self) -> int:
         return int(self._query("PRAGMA user_version")[0][0])
 

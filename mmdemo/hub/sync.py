@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -151,6 +152,7 @@ class FolderBackend:
                                 shutil.copyfileobj(src, out)
                         else:
                             out.write(content)
+                    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the files from others
                     os.replace(tmp, dest)
                 except BaseException:
                     with contextlib.suppress(OSError):
@@ -262,11 +264,64 @@ def _hash(row: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+class TableReader:
+    """The sync's own connection to the store's database, which never writes: one consistent
+    read of the saved tables, and a counter that changes when anyone else committed.
+
+    Reading through it never holds the :class:`Store`'s lock, so the pages keep answering while a
+    big store is read; ``PRAGMA data_version`` makes a save with nothing changed one query.
+    """
+
+    def __init__(self, db_path: Path):
+        self._conn = sqlite3.connect(
+            db_path, check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn.execute("PRAGMA query_only=ON")
+
+    def data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def is_empty(self) -> bool:
+        """Nothing worth keeping: no collection, image, pair or run."""
+        return not any(
+            self._conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0]
+            for table in ("collections", "images", "pairs", "runs")
+        )
+
+    def read(self) -> dict[str, tuple[list[str], dict[str, tuple]]]:
+        """``{table: (column names, {str(key): row values})}`` in one read transaction."""
+        found = {}
+        self._conn.execute("BEGIN")
+        try:
+            for table in TABLES:
+                cursor = self._conn.execute(f"SELECT * FROM {table}")
+                names = [d[0] for d in cursor.description]
+                key = names.index(KEYS.get(table, "id"))
+                rows = {str(values[key]): values for values in cursor}
+                if table == "runs":
+                    status = names.index("status")
+                    rows = {k: v for k, v in rows.items() if v[status] in SAVED_RUN_STATUSES}
+                found[table] = (names, rows)
+        finally:
+            self._conn.execute("COMMIT")
+        return found
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def current_rows(store: Store) -> dict[str, dict[str, dict]]:
-    """What is saved, read in one transaction: ``{table: {str(key): row}}``."""
-    rows = store.read_rows(TABLES)
-    rows["runs"] = [r for r in rows["runs"] if r.get("status") in SAVED_RUN_STATUSES]
-    return {table: {str(_key(table, r)): r for r in rows[table]} for table in TABLES}
+    """What is saved of a store, read in one transaction: ``{table: {str(key): row}}``."""
+    reader = TableReader(store.db_path)
+    try:
+        tables = reader.read()
+    finally:
+        reader.close()
+    return {
+        table: {k: dict(zip(names, values, strict=True)) for k, values in rows.items()}
+        for table, (names, rows) in tables.items()
+    }
 
 
 def _hashes(rows: dict[str, dict[str, dict]]) -> dict[str, dict[str, str]]:
@@ -406,8 +461,11 @@ class RestoreReport:
 
 def is_empty(store: Store) -> bool:
     """Nothing worth keeping: no collection, image, pair or run."""
-    rows = store.read_rows(("collections", "images", "pairs", "runs"))
-    return not any(rows.values())
+    reader = TableReader(store.db_path)
+    try:
+        return reader.is_empty()
+    finally:
+        reader.close()
 
 
 def _replay(backend: Backend, files: list[str]) -> tuple[dict[str, dict[str, dict]], int, int]:
@@ -584,6 +642,13 @@ class Syncer:
         self._manifest_checked = False
         self._manifest_written = False
         self._remote_manifest: dict | None = None
+        self._reader: TableReader | None = None
+        self._state: SyncState | None = None
+        """What is saved (as in the state file), kept in memory after the first save."""
+        self._last: dict[str, dict[str, tuple]] | None = None
+        """The rows as saved last (values), so a save hashes only the rows that changed."""
+        self._version: int | None = None
+        """The database's data_version when the rows were read for the last save."""
 
     # -- status ------------------------------------------------------------------------------
     def status(self) -> SyncStatus:
@@ -657,32 +722,49 @@ class Syncer:
     def _sync(self) -> SyncReport:
         if not self._manifest_checked:
             self.check_target()
-        state = load_state(self.settings, self.target) or SyncState(
-            target=self.target.label, lineage=uuid.uuid4().hex
+        state = (
+            self._state
+            or load_state(self.settings, self.target)
+            or SyncState(target=self.target.label, lineage=uuid.uuid4().hex)
         )
         remote = self._remote_manifest
-        if remote and remote.get("lineage") == state.lineage:
+        if not self._manifest_written and remote and remote.get("lineage") == state.lineage:
             # Already there, for this store schema: no need to write it again.
             self._manifest_written = remote.get("store_schema") == SCHEMA_VERSION
-        rows = current_rows(self.store)
-        hashes = _hashes(rows)
+        if self._reader is None:
+            self._reader = TableReader(self.store.db_path)
+        version = self._reader.data_version()  # before the read: a later write is seen next time
+        if version == self._version and self._manifest_written:
+            return SyncReport(0, 0, 0, 0, [], 0.0)
+        tables = self._reader.read()
+        hashes = {table: dict(state.hashes.get(table, {})) for table in TABLES}
         puts: list[dict] = []
-        deletes: list[dict] = []
+        deletes: dict[str, list[dict]] = {}
         images: list[tuple[str, bytes | Path]] = []
         for table in TABLES:
+            names, rows = tables[table]
             old = state.hashes.get(table, {})
-            for key, digest in hashes[table].items():
-                if old.get(key) != digest:
-                    row = rows[table][key]
-                    puts.append({"put": table, "row": row})
-                    if table == "images" and key not in old:
-                        images.append(self._image_file(row))
-        for table in reversed(TABLES):
-            new = hashes[table]
-            for key in state.hashes.get(table, {}):
-                if key not in new:
-                    deletes.append({"del": table, "key": _typed_key(table, key)})
-        if not puts and not deletes and self._manifest_written:
+            last = self._last.get(table, {}) if self._last is not None else None
+            for key, values in rows.items():
+                if last is not None and last.get(key) == values:
+                    continue  # unchanged since the last save: not even hashed
+                row = dict(zip(names, values, strict=True))
+                digest = _hash(row)
+                if old.get(key) == digest:
+                    continue
+                hashes[table][key] = digest
+                puts.append({"put": table, "row": row})
+                if table == "images" and key not in old:
+                    images.append(self._image_file(row))
+            gone = [key for key in old if key not in rows]
+            for key in gone:
+                del hashes[table][key]
+            deletes[table] = [{"del": table, "key": _typed_key(table, key)} for key in gone]
+        dels = [line for table in reversed(TABLES) for line in deletes[table]]
+        if not puts and not dels and self._manifest_written:
+            self._last = {table: rows for table, (_, rows) in tables.items()}
+            self._version = version
+            self._state = state
             return SyncReport(0, 0, 0, 0, [], 0.0)
         now = time.time()
         seq = state.seq + 1
@@ -696,27 +778,29 @@ class Syncer:
         }
         journal = _file_name("journal", seq, now)
         files: list[tuple[str, bytes | Path]] = list(images)
-        files.append((journal, _encode(header, deletes + puts)))
+        files.append((journal, _encode(header, dels + puts)))
         since_snapshot = state.since_snapshot + 1
         if since_snapshot >= self.compact_every:
-            everything = [{"put": t, "row": r} for t in TABLES for r in rows[t].values()]
+            everything = [
+                {"put": table, "row": dict(zip(names, values, strict=True))}
+                for table, (names, rows) in tables.items()
+                for values in rows.values()
+            ]
             files.append((_file_name("snapshots", seq, now), _encode(header, everything)))
             since_snapshot = 0
         if not self._manifest_written:  # once per process: the store schema may have grown
             manifest = _manifest(state.lineage, (remote or {}).get("created_at", now))
             files.append(("manifest.json", json.dumps(manifest, indent=1).encode()))
-        message = (
-            f"mmdemo sync {seq}: {len(puts)} rows, {len(deletes)} deletes, {len(images)} images"
-        )
+        message = f"mmdemo sync {seq}: {len(puts)} rows, {len(dels)} deletes, {len(images)} images"
         self.backend.push(files, message)
-        save_state(
-            self.settings,
-            self.target,
-            replace(state, seq=seq, hashes=hashes, since_snapshot=since_snapshot, saved_at=now),
-        )
+        saved = replace(state, seq=seq, hashes=hashes, since_snapshot=since_snapshot, saved_at=now)
+        save_state(self.settings, self.target, saved)
+        self._state = saved
+        self._last = {table: rows for table, (_, rows) in tables.items()}
+        self._version = version
         self._manifest_written = True
         size = sum(c.stat().st_size if isinstance(c, Path) else len(c) for _, c in files)
-        return SyncReport(len(puts), len(deletes), len(images), size, [p for p, _ in files], 0.0)
+        return SyncReport(len(puts), len(dels), len(images), size, [p for p, _ in files], 0.0)
 
     def _image_file(self, row: dict) -> tuple[str, Path]:
         sha, ext = row["sha256"], row["ext"]
@@ -749,6 +833,10 @@ class Syncer:
         if final:
             with contextlib.suppress(SyncError):
                 self.sync_once()
+        with self.lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
 
 def _typed_key(table: str, key: str) -> Any:

@@ -186,11 +186,11 @@ def launch(services: Services, demo: gr.Blocks | None = None, **overrides: Any) 
     # Serve in the background and keep the main thread for finetunes: CPU training is fastest
     # there (see JobManager.run_jobs_here). Ctrl+C stops both, and so does SIGTERM (what a Space
     # sends before it restarts), so the last labels are saved before the process ends.
+    demo.launch(**{**launch_options(services.settings), **overrides, "prevent_thread_lock": True})
     if threading.current_thread() is threading.main_thread() and (
         signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     ):
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    demo.launch(**{**launch_options(services.settings), **overrides, "prevent_thread_lock": True})
     try:
         services.jobs.run_jobs_here()
     except KeyboardInterrupt:
