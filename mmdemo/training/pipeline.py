@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CACHE_SUBDIR = "train-inputs"
 KEEP_PER_GEOMETRY = 4
 """Arrays kept per geometry folder (the newest); older image sets are deleted."""
@@ -119,6 +119,8 @@ def _sha_of(path: str) -> str:
 class ImageCache:
     """``uint8`` model inputs of a set of images, one row per image (memory-mapped when on disk).
 
+    Images are stored ``(H, W, C)`` and handed out as channels-last ``(C, H, W)`` views: the
+    CPU's fast ``uint8`` bilinear resize works on that layout (about 3× the plain one).
     ``extras`` holds per-image arrays the processor returns besides ``pixel_values`` (SigLIP 2's
     ``spatial_shapes`` and ``pixel_attention_mask``).
     """
@@ -132,6 +134,8 @@ class ImageCache:
     """Images processed now (0: a full cache hit)."""
     reused: int = 0
     """Rows copied from earlier arrays of the same geometry."""
+    patch_size: int | None = None
+    """SigLIP 2 (NaFlex) only: the side of a patch, to turn its patches back into images."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -147,6 +151,8 @@ def _process_images(model: Any, paths: Sequence[str]) -> dict[str, np.ndarray]:
         if isinstance(value, Tensor):
             if key == "pixel_values":
                 value = value.round().clamp(0, 255).to(torch.uint8)
+                if value.dim() == 4:  # (N, C, H, W) → stored (N, H, W, C): see ImageCache
+                    value = value.permute(0, 2, 3, 1).contiguous()
             arrays[key] = value.numpy()
     if "pixel_values" not in arrays:
         raise ValueError("The image processor returned no pixel_values.")
@@ -210,7 +216,7 @@ def build_image_cache(
         if npy.is_file() and npy.with_suffix(".json").is_file():
             pixels, extras = _open(npy)
             os.utime(npy.with_suffix(".json"))
-            return ImageCache(pixels, extras, path_rows, npy)
+            return ImageCache(pixels, extras, path_rows, npy, patch_size=_patch_size(model, extras))
     earlier = _earlier_rows(folder, set(shas)) if folder is not None else {}
     sample = _process_images(model, [by_sha[shas[0]]])
     pixels = (
@@ -251,7 +257,9 @@ def build_image_cache(
             extras[key][rows] = made[key]
     reused = len(shas) - len(todo)
     if npy is None:
-        return ImageCache(pixels, extras, path_rows, None, len(todo), reused)
+        return ImageCache(
+            pixels, extras, path_rows, None, len(todo), reused, _patch_size(model, extras)
+        )
     pixels.flush()
     del pixels
     if extras:
@@ -265,7 +273,16 @@ def build_image_cache(
     os.replace(tmp_index, npy.with_suffix(".json"))
     _prune(folder)
     pixels, extras = _open(npy)
-    return ImageCache(pixels, extras, path_rows, npy, len(todo), reused)
+    return ImageCache(pixels, extras, path_rows, npy, len(todo), reused, _patch_size(model, extras))
+
+
+def _patch_size(model: Any, extras: dict[str, np.ndarray]) -> int | None:
+    """The patch side of a NaFlex processor (its output has ``spatial_shapes``), else None."""
+    if "spatial_shapes" not in extras:
+        return None
+    found = image_settings(model)
+    patch = found["kwargs"].get("patch_size") or found["settings"].get("patch_size")
+    return int(patch) if patch else None
 
 
 def _prune(folder: Path, keep: int = KEEP_PER_GEOMETRY) -> None:
@@ -432,13 +449,11 @@ class TrainInputs:
         flip: bool = False,
         seed: int = 0,
         finish_in_collator: bool = True,
-        patch_size: int | None = None,
     ):
         self.images, self.texts, self.normaliser = images, texts, normaliser
         self.augment, self.min_side, self.flip = augment, min_side, flip
         self.seed = seed
         self.finish_in_collator = finish_in_collator
-        self.patch_size = patch_size
         self._generator: torch.Generator | None = None
         self._generator_pid: int | None = None
 
@@ -453,15 +468,7 @@ class TrainInputs:
     ) -> TrainInputs:
         """Both caches for ``model`` (images from ``cache_dir`` when there, else made now)."""
         images = build_image_cache(model, image_paths, cache_dir)
-        patch = image_settings(model)["kwargs"].get("patch_size")
-        patch = patch or image_settings(model)["settings"].get("patch_size")
-        return cls(
-            images,
-            build_text_cache(model, texts),
-            Normaliser.from_model(model),
-            patch_size=int(patch) if "spatial_shapes" in images.extras and patch else None,
-            **options,
-        )
+        return cls(images, build_text_cache(model, texts), Normaliser.from_model(model), **options)
 
     # what the trainer's loader calls
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
@@ -492,8 +499,10 @@ class TrainInputs:
             rows = np.array([self.images.rows[p] for p in paths], dtype=np.int64)
         except KeyError as exc:
             raise KeyError(f"Image not prepared for training: {exc.args[0]!r}") from exc
-        pixels = np.take(self.images.pixels, rows, axis=0)
-        out: dict[str, Any] = {"pixel_values": torch.from_numpy(np.asarray(pixels))}
+        pixels = torch.from_numpy(np.asarray(np.take(self.images.pixels, rows, axis=0)))
+        if pixels.dim() == 4:  # stored (N, H, W, C): a channels-last (N, C, H, W) view
+            pixels = pixels.permute(0, 3, 1, 2)
+        out: dict[str, Any] = {"pixel_values": pixels}
         for key, values in self.images.extras.items():
             out[key] = torch.from_numpy(np.take(values, rows, axis=0))
         out["modality"] = "image"
@@ -527,7 +536,7 @@ class TrainInputs:
 
     def finish_images(self, pixels: Tensor, spatial: Tensor | None = None) -> Tensor:
         """Augment (when on) and normalise one column's ``uint8`` images."""
-        if spatial is not None and self.patch_size:
+        if spatial is not None and self.images.patch_size:
             return self._finish_patches(pixels, spatial)
         if self.augment:
             boxes = crop_boxes(pixels.shape[0], self._rng(), self.min_side, self.flip)
@@ -542,7 +551,7 @@ class TrainInputs:
 
     def _finish_patches(self, patches: Tensor, spatial: Tensor) -> Tensor:
         """SigLIP 2 (NaFlex): augment per group of equal patch grids, normalise, zero padding."""
-        p = int(self.patch_size or 1)
+        p = int(self.images.patch_size or 1)
         channels = patches.shape[-1] // (p * p)
         if self.augment:
             patches = patches.clone()
@@ -604,6 +613,7 @@ def describe(inputs: TrainInputs) -> dict[str, Any]:
         "images_made": cache.built,
         "images_reused": cache.reused,
         "image_shape": list(cache.pixels.shape[1:]),
+        "image_layout": "HWC" if cache.pixels.ndim == 4 else "patches",
         "image_mib": round(math.prod(cache.pixels.shape) / 2**20, 2),
         "finish_on": "collator" if inputs.finish_in_collator else "step",
     }
