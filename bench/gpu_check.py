@@ -6,10 +6,11 @@ measures:
 
 - ``app_path``: samples/s of the trainer the app builds (:func:`mmdemo.training.run._trainer`
   on :func:`~mmdemo.training.data.build_train_data` of a synthetic collection: the app's masked
-  loss, crop augmentation, progress callback, ``dataloader_num_workers=0``), split into the time
-  the loop waits for its next batch (``input_wait_s``: the data loader, in which the app's
-  collator — decode, crop, image processor, tokenizer — takes ``collate_s``) and the time in
-  forward, backward and optimizer (``compute_s``);
+  loss, the input pipeline of :mod:`mmdemo.training.pipeline` with its DataLoader workers, the
+  progress callback), split into the time the loop waits for its next batch (``input_wait_s``:
+  the data loader, in which the app's collator takes ``collate_s`` — ``null`` when it runs in
+  worker processes, as on a GPU) and the time in forward, backward, optimizer and the GPU's crop
+  and normalisation of the ``uint8`` images (``compute_s``);
 - ``compute_only``: the same trainer fed one cached batch already on the device, so the input
   pipeline costs nothing: what the GPU can do when it never waits;
 - model FLOP utilisation (``mfu``) of both, FLOPs counted analytically
@@ -180,6 +181,13 @@ class TimedCollator(_Wrapper):
             self.text_tokens.append(int(ids.shape[-1]))
         return batch
 
+    def finish(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The step's end of the pipeline (in this process: with DataLoader workers the text
+        lengths are recorded here, not in ``__call__``)."""
+        if "anchor_input_ids" in batch and not self.seconds:
+            self.text_tokens.append(int(batch["anchor_input_ids"].shape[-1]))
+        return self.collator.finish(batch)
+
 
 class CachedBatch(_Wrapper):
     """A collator that makes one real batch, moves it to ``device`` and returns it every time."""
@@ -214,6 +222,8 @@ def _train(
     args.max_steps = steps
     if cached:
         args.dataloader_pin_memory = False  # the cached batch already lives on the device
+        args.dataloader_num_workers = 0  # and is made here (a worker cannot reach the GPU)
+        args.dataloader_persistent_workers, args.dataloader_prefetch_factor = False, None
     progress = ProgressCallback(ProgressBoard(), None, None, config.batch_size)
     trainer = _trainer(model, args, data, config, progress)
     clock = StepClock(sync=torch.cuda.is_available())
@@ -259,7 +269,8 @@ def measure_model(
 
     app_flops = pair_flops(counts, spec, text_tokens)
     compute_flops = pair_flops(counts, spec, cached_tokens or text_tokens)
-    collate = statistics.fmean(timed.seconds[opts.warmup :] or timed.seconds)
+    # The collator runs in DataLoader workers on a GPU: their timings stay there.
+    collate = statistics.fmean(timed.seconds[opts.warmup :] or timed.seconds or [float("nan")])
     result = {
         "size": spec.size,
         "params": {
@@ -280,7 +291,7 @@ def measure_model(
             "samples_per_s": round(opts.batch_size / app["step_s"], 2),
             "step_s": round(app["step_s"], 4),
             "input_wait_s": round(app["input_wait_s"], 4),
-            "collate_s": round(collate, 4),
+            "collate_s": round(collate, 4) if collate == collate else None,
             "compute_s": round(app["compute_s"], 4),
             "input_share": round(app["input_wait_s"] / app["step_s"], 4),
             "mfu": mfu(app_flops, app["step_s"]),
@@ -400,10 +411,12 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
 
     from mmdemo.data.store import Store
     from mmdemo.settings import Settings
+    from mmdemo.training.pipeline import loader_options
     from mmdemo.training.run import detect_precision
 
     started = time.monotonic()
     cuda = torch.cuda.is_available()
+    workers = loader_options("cuda" if cuda else "cpu")["dataloader_num_workers"]
     name = torch.cuda.get_device_name() if cuda else None
     peak, peak_kind = peak_flops(name)
     phases: dict[str, float] = {}
@@ -418,7 +431,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         "batch_size": opts.batch_size,
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "dataloader_num_workers": 0,
+        "dataloader_num_workers": workers,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -18,6 +18,7 @@ BENCHMARKS = [
     "bench.bench_gallery",
     "bench.bench_search",
     "bench.bench_train",
+    "bench.bench_input",
     "bench.bench_label",
 ]
 """Run by default. ``bench.gpu_check`` is left out (it is for a GPU machine); name a module on the
