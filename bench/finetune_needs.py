@@ -92,7 +92,9 @@ def siglip_b16() -> tuple[Any, list[dict[str, float]]]:
 
 def siglip2_b16() -> tuple[Any, list[dict[str, float]]]:
     """google/siglip2-base-patch16-224: SigLIP-B/16's towers with Gemma's 256,000-token
-    vocabulary (the embedding table is most of the extra parameters)."""
+    vocabulary (the embedding table is most of the extra parameters). Built as the NaFlex
+    architecture (``Siglip2Model``) at 196 patches; the fixed-resolution checkpoint is a
+    ``SiglipModel`` with the same towers and count."""
     from transformers import Siglip2Config, Siglip2Model
 
     config = _siglip_config(256000)
