@@ -299,6 +299,26 @@ def cmd_compare(settings: Settings, args: argparse.Namespace) -> object:
         services.close()
 
 
+def cmd_check(settings: Settings, args: argparse.Namespace) -> object:
+    from mmdemo.retrieval.checks import CheckOptions, check_collection, fix_leakage
+
+    options = CheckOptions(min_side=args.min_side, use_embeddings=not args.hashes_only)
+    services = _services(settings)
+    try:
+        report = check_collection(
+            services, args.collection, args.model, options, progress=_progress_printer("check")
+        )
+        print(f"check {report.collection}: {report.summary()}", file=sys.stderr)
+        result = report.as_json()
+        if args.fix_leakage:
+            change = fix_leakage(services.store, report.collection_id, report.leaks)
+            print(f"check: moved {change.changed} pairs: {change.counts_text()}", file=sys.stderr)
+            result["fixed"] = change.as_json()
+        return result
+    finally:
+        services.close()
+
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], object]] = {
     "serve": cmd_serve,
     "collections": cmd_collections,
@@ -310,6 +330,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], object]] = {
     "eval": cmd_eval,
     "search": cmd_search,
     "compare": cmd_compare,
+    "check": cmd_check,
 }
 
 
@@ -399,6 +420,23 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--collection", required=True)
     compare.add_argument("--run", required=True)
     compare.add_argument("--split", default="eval")
+
+    check = sub.add_parser(
+        "check", help="duplicates, leakage between splits, odd captions and images"
+    )
+    check.add_argument("--collection", required=True)
+    check.add_argument("--model", default="base", help="base, a run name or a model folder")
+    check.add_argument(
+        "--hashes-only", action="store_true", help="no model: hashes and pixels only"
+    )
+    check.add_argument(
+        "--min-side", type=int, default=64, help="report images smaller than this (px)"
+    )
+    check.add_argument(
+        "--fix-leakage",
+        action="store_true",
+        help="move each duplicate group that spans train and eval/test into one split",
+    )
     return parser
 
 

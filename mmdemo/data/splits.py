@@ -352,3 +352,18 @@ def split_after_import(store: Store, collection_id: int, eval_share: float, adde
         f"No split in the data: put {eval_share * 100:g} % ({n:,} pair{'s' if n != 1 else ''})"
         f" in eval, grouped by {GROUPING}."
     )
+
+
+def assign_splits(store: Store, collection_id: int, assignments: dict[int, str]) -> SplitChange:
+    """Give each pair (of one collection) its own split, as one undoable change (used by the data
+    checks to move each leaking group into one split)."""
+    bad = sorted(set(assignments.values()) - set(SPLITS))
+    if bad:
+        raise ValueError(f"Unknown split {bad[0]!r}; use one of {', '.join(SPLITS)}.")
+    everything = store.list_pairs(collection_id)
+    old = {p.id: p.split for p in everything}
+    unknown = [pid for pid in assignments if pid not in old]
+    if unknown:
+        raise ValueError(f"Pair {unknown[0]} is not in this collection (or was deleted).")
+    change = _apply(store, collection_id, "move", dict(assignments), old, len(assignments))
+    return _with_groups(change, everything)
