@@ -12,7 +12,10 @@ A page holding only the map's ``gr.HTML`` (:mod:`mmdemo.ui.curate.map_canvas`) g
   handler, the JSON payload, the component update, the layout and the draw;
   ``click_to_drawn_ms_10_points`` is the same round trip with 10 points (Gradio's own cost).
 
-Needs Debian's ``/usr/bin/chromium``. Prints one JSON object (``--out FILE`` also writes it).
+The app's side for a collection of that size (the embeddings cached, as after its first
+encoding) is timed too: ``python_pca_map_s``, ``python_own_ranks_s`` (the "gets it wrong"
+colouring) and ``python_payload_json_s``. Needs Debian's ``/usr/bin/chromium``. Prints one
+JSON object (``--out FILE`` also writes it).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +61,62 @@ def synthetic_payload(n: int, seed: int) -> dict:
         ],
         "selected": [],
         "empty": "",
+    }
+
+
+class NeverEncodes:
+    """The model of vectors put in the cache beforehand: nothing may be encoded."""
+
+    def encode(self, inputs, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        raise AssertionError(f"unexpected encode of {len(inputs)} items")
+
+
+def python_side(n: int, dim: int = 512) -> dict[str, float]:
+    """Seconds the app's side takes for an ``n``-pair collection whose embeddings are cached:
+    the PCA map, the own-image ranks ("gets it wrong") and the payload's JSON."""
+    from mmdemo.data.store import Store
+    from mmdemo.retrieval.embeddings import EmbeddingCache, text_key
+    from mmdemo.retrieval.projection import collection_map, own_image_ranks
+    from mmdemo.settings import Settings
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as home:
+        settings = Settings.from_env({"MMDEMO_HOME": home})
+        settings.ensure_dirs()
+        store = Store(settings.db_path)
+        collection = store.create_collection("bench-map")
+        shas = [f"{i:064x}" for i in range(n)]
+        captions = [f"synthetic caption {i % (n // 2)}" for i in range(n)]  # pairs of twins
+        for sha, caption in zip(shas, captions, strict=True):
+            image = {"sha256": sha, "width": 64, "height": 64, "ext": "jpg", "bytes": 1}
+            store.add_pair(collection.id, image, caption)
+        cache = EmbeddingCache(settings)
+        fingerprint = "bench-map-vectors"
+        centres = rng.normal(size=(20, dim))
+        images = centres[rng.integers(0, 20, n)] + rng.normal(scale=0.5, size=(n, dim))
+        cache.add_vectors(fingerprint, "image", shas, images)
+        distinct = list(dict.fromkeys(captions))
+        texts = rng.normal(size=(len(distinct), dim))
+        cache.add_vectors(fingerprint, "text", [text_key(c) for c in distinct], texts)
+        model = NeverEncodes()
+        started = time.perf_counter()
+        embedding_map = collection_map(store, cache, model, fingerprint, collection.id)
+        pca_s = time.perf_counter() - started
+        started = time.perf_counter()
+        ranks = own_image_ranks(store, cache, model, fingerprint, collection.id)
+        ranks_s = time.perf_counter() - started
+        assert len(embedding_map) == len(ranks) == n
+        started = time.perf_counter()
+        payload = synthetic_payload(n, 0)
+        payload["x"] = [round(float(v), 4) for v in embedding_map.points[:, 0]]
+        payload["y"] = [round(float(v), 4) for v in embedding_map.points[:, 1]]
+        encode(payload)
+        json_s = time.perf_counter() - started
+        store.close()
+    return {
+        "python_pca_map_s": round(pca_s, 3),
+        "python_own_ranks_s": round(ranks_s, 3),
+        "python_payload_json_s": round(json_s, 3),
     }
 
 
@@ -136,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "click_to_drawn_ms_max": round(max(wall_ms), 1),
         "click_to_drawn_ms_10_points": round(statistics.median(small_ms), 1),
     }
+    result.update(python_side(args.points))
     line = json.dumps(result)
     if args.out:
         args.out.write_text(line + "\n")

@@ -62,13 +62,26 @@ def test_pca_signs_are_fixed_and_both_paths_agree():
     # The sign rule fixes the axes by the components (largest loading positive), not by the
     # solver: mirrored data keeps the axes, so its picture is mirrored too.
     assert np.allclose(pca_2d(-rows), -pca_2d(rows), atol=1e-4)
-    wide = np.random.default_rng(3).normal(size=(6, 40))  # more dimensions than rows: SVD path
-    tall = np.random.default_rng(3).normal(size=(60, 4))  # covariance path
-    for data in (wide, tall):
+    rng = np.random.default_rng(3)
+    small = rng.normal(size=(6, 40))  # exact eigendecomposition
+    wide = rng.normal(size=(10, 100))  # few rows, many dimensions: the rows' SVD
+    tall = rng.normal(size=(60, 4))  # exact eigendecomposition
+    for data in (small, wide, tall):
         points = pca_2d(data)
         centred = data - data.mean(axis=0)
         _, s, _ = np.linalg.svd(centred, full_matrices=False)
         assert np.allclose(np.sort(np.linalg.norm(points, axis=0))[::-1], s[:2], atol=1e-4)
+
+
+def test_pca_of_many_rows_in_many_dimensions_matches_the_svd():
+    """512-dim embeddings of thousands of images take the iterative path: same answer."""
+    rows, a, b, _, _ = known_plane(n=3000, dim=512, seed=5)
+    rows = rows + np.random.default_rng(6).normal(scale=0.5, size=rows.shape)  # a real tail
+    points = pca_2d(rows)
+    centred = rows - rows.mean(axis=0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    assert np.allclose(np.abs(points), np.abs(u[:, :2] * s[:2]), rtol=1e-3, atol=1e-2)
+    assert abs(np.corrcoef(points[:, 0], a)[0, 1]) > 0.99
 
 
 def test_pca_of_too_little_data_is_zeros():
