@@ -6,6 +6,7 @@ use it; and bench/bench_input.py runs (smoke sizes)."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from mmdemo.training.pipeline import (
     crop_resize_batched,
     crop_resize_each,
     loader_options,
+    stop_loader_workers,
     training_texts,
 )
 
@@ -199,8 +201,9 @@ def test_training_texts_are_anchors_and_caption_negatives():
 def test_trainer_steps_through_a_worker_process_and_the_run_hits_the_cache(
     store, settings, tiny_models
 ):
-    """The app's trainer on the pipeline with a DataLoader worker on CPU trains, and
-    run_training's second finetune on the same images reuses the image cache (log.jsonl)."""
+    """The app's trainer on the pipeline with a persistent DataLoader worker on CPU trains and
+    its worker is ended after; run_training's second finetune on the same images reuses the
+    image cache (log.jsonl)."""
     from mmdemo.training.data import build_train_data
     from mmdemo.training.run import TrainConfig, _trainer, _training_args, run_training
     from tests.test_training import _demo
@@ -210,6 +213,7 @@ def test_trainer_steps_through_a_worker_process_and_the_run_hits_the_cache(
     config = TrainConfig(epochs=1.0, batch_size=8).validate()
     args, _ = _training_args(settings, config, data)
     args.dataloader_num_workers, args.max_steps = 1, 3
+    args.dataloader_persistent_workers = True  # as on a GPU: ended by stop_loader_workers
     model = load_model(str(tiny_models["clip"]), fresh=True)
     from mmdemo.training.board import ProgressBoard
     from mmdemo.training.progress import ProgressCallback
@@ -217,6 +221,9 @@ def test_trainer_steps_through_a_worker_process_and_the_run_hits_the_cache(
     trainer = _trainer(model, args, data, config, ProgressCallback(ProgressBoard(), None, None, 8))
     trainer.train()
     assert trainer.state.global_step == 3
+    assert multiprocessing.active_children()  # the persistent worker waits for more
+    stop_loader_workers(trainer)
+    assert not multiprocessing.active_children()
 
     hits = []
     for name in ("first", "second"):

@@ -575,11 +575,27 @@ class TrainInputs:
         return result * valid[..., None]
 
 
+def available_cores() -> int:
+    """CPU cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
+    container's ``--cpus``), where there is one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def loader_options(device: str, world_size: int = 1, cores: int | None = None) -> dict[str, Any]:
     """DataLoader settings for the trainer: on a GPU all cores but one, shared by the processes
     of a node, persistent, with pinned memory; on a CPU none (the cores train; the pipeline's
     collation costs little next to a step)."""
-    cores = cores if cores is not None else (os.cpu_count() or 1)
+    cores = cores if cores is not None else available_cores()
     if device != "cuda":
         return {"dataloader_num_workers": 0, "dataloader_pin_memory": False}
     workers = max(0, (cores - 1) // max(1, world_size))
@@ -589,6 +605,17 @@ def loader_options(device: str, world_size: int = 1, cores: int | None = None) -
         "dataloader_persistent_workers": workers > 0,
         "dataloader_prefetch_factor": 4 if workers > 0 else None,
     }
+
+
+def stop_loader_workers(trainer: Any) -> None:
+    """End the persistent DataLoader workers of ``trainer``'s training loader now (they would
+    otherwise wait, idle, until the trainer is garbage-collected)."""
+    loader = getattr(trainer, "_train_dataloader", None)
+    for holder in (loader, getattr(loader, "base_dataloader", None)):
+        iterator = getattr(holder, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+            holder._iterator = None
 
 
 def training_texts(columns: dict[str, dict[str, list]]) -> list[str]:

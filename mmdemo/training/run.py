@@ -420,7 +420,10 @@ def run_training(
         )
         started = time.monotonic()
         trainer = _trainer(model, args, data, config, callback, plan, speed, inputs)
-        trainer.train()
+        try:
+            trainer.train()
+        finally:
+            _stop_loader_workers(trainer)
         result.train_seconds = round(time.monotonic() - started, 2)
         result.steps = int(trainer.state.global_step)
         result.stop_reason = callback.stop_reason
@@ -624,6 +627,12 @@ def _describe_inputs(inputs: Any) -> dict[str, Any]:
     from mmdemo.training.pipeline import describe
 
     return describe(inputs)
+
+
+def _stop_loader_workers(trainer: Any) -> None:
+    from mmdemo.training.pipeline import stop_loader_workers
+
+    stop_loader_workers(trainer)
 
 
 def _planned_trainer(plan: Plan | None, speed: Speed | None) -> type:
