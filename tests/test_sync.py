@@ -475,3 +475,33 @@ def test_the_header_says_where_the_state_is_kept(store, settings, tmp_path: Path
     html = persistence_html(Fake(sync=syncer))
     assert "<img" not in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
     assert 'class="mm-warn"' in html
+
+
+def test_every_database_on_a_fuse_home_uses_a_rollback_journal(
+    settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import mmdemo.settings
+    from mmdemo.retrieval.embeddings import _Table
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"x / overlay rw 0 0\nbucket {settings.home} fuse.hf-mount rw 0 0\n")
+    monkeypatch.setattr(mmdemo.settings, "MOUNTS_FILE", mounts)  # the kernel's table, injected
+    store = Store(settings.db_path)  # as the CLI and a ZeroGPU worker open it: detected itself
+    try:
+        assert store._query("PRAGMA journal_mode")[0][0] == "delete"
+    finally:
+        store.close()
+    index = _Table(settings.cache_dir / "embeddings", "image", "fp")._connection()
+    assert index.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    index.close()
+
+
+def test_the_real_hfapi_offline_is_an_error_never_an_empty_target(monkeypatch, tmp_path: Path):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read per request: no network here
+    backend = HubBackend("alice/state", token=TOKEN)
+    with pytest.raises(SyncError, match="Could not read manifest.json"):
+        backend.read("manifest.json")
+    with pytest.raises(SyncError, match="Offline mode is on"):
+        backend.push([("journal/x.jsonl.gz", b"x")], "m")

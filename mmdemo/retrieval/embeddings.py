@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mmdemo.data.images import load_rgb, train_path
-from mmdemo.settings import Settings
+from mmdemo.settings import Settings, sqlite_journal_mode
 
 try:  # POSIX advisory locks; elsewhere only the in-process lock applies.
     import fcntl
@@ -110,7 +110,8 @@ class _Table:
             conn = sqlite3.connect(
                 self.index_path, check_same_thread=False, isolation_level=None, timeout=30.0
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL, but a rollback journal on a network/FUSE filesystem (a storage bucket).
+            conn.execute(f"PRAGMA journal_mode={sqlite_journal_mode(self.folder)}")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, row INTEGER NOT NULL)"
