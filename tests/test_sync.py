@@ -505,3 +505,28 @@ def test_the_real_hfapi_offline_is_an_error_never_an_empty_target(monkeypatch, t
         backend.read("manifest.json")
     with pytest.raises(SyncError, match="Offline mode is on"):
         backend.push([("journal/x.jsonl.gz", b"x")], "m")
+
+
+def test_the_background_thread_retries_a_failed_hub_push_before_the_next_interval(
+    store, settings, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    fill(store, settings)
+    api = FakeSyncHfApi()
+    api.fail["create_commit"] = [_http_error(503, "https://huggingface.co/api/datasets/x")]
+    hub_settings = dataclasses.replace(
+        settings, sync_to="hf://datasets/alice/state", sync_every_s=3600.0
+    )
+    syncer = prepare_sync(store, hub_settings, api=api)
+    syncer.start()
+    try:
+        for _ in range(3000):  # the retry comes after 2 s, not after the hour
+            if syncer.status().last_ok_at is not None:
+                break
+            syncer._stop.wait(0.01)
+        status = syncer.status()
+        assert status.last_ok_at is not None and status.last_error_at is not None
+        assert status.failures == 0 and api.names().count("create_commit") == 2
+    finally:
+        syncer.stop(final=False)
+    assert "manifest.json" in api.repos[("dataset", "alice/state")]
