@@ -212,7 +212,9 @@ def test_the_tab_runs_a_second_round_and_the_new_model_is_encoded_in_the_backgro
     view = r.rounds_view(services, DEMO_COLLECTION, "base")
     assert view.start_from["value"] == "base"
 
-    action = h.start_finetune(services, DEMO_COLLECTION, short_knobs())
+    encoded = cache.encoded_items
+    # Its own seed: no earlier run of this module trained the same weights (same fingerprint).
+    action = h.start_finetune(services, DEMO_COLLECTION, short_knobs()._replace(seed=7))
     assert "Started a finetune" in action.message
     first = finish(services)
     assert any(name == f"encode run {first}" for name in services.background.done)
@@ -222,6 +224,7 @@ def test_the_tab_runs_a_second_round_and_the_new_model_is_encoded_in_the_backgro
     fingerprint = model_fingerprint(ref.spec)
     shas = {p.image_sha256 for p in services.store.list_pairs(collection_id(services))}
     assert not cache.missing(fingerprint, "image", sorted(shas))
+    assert cache.encoded_items - encoded >= len(shas)  # the background encode did it
     assert (ref.spec, None) in services.models  # loaded already, too
     calls, items = cache.encode_calls, cache.encoded_items
     hits = search_command(services, DEMO_COLLECTION, f"run:{first}", "a red circle", k=5)
