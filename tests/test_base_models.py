@@ -159,6 +159,27 @@ def test_the_app_evaluates_a_tiny_vlm_embedder(tiny_vlm: Path, store, settings):
     assert metrics["t2i"]["queries"] == 12 and 0 <= metrics["t2i"]["recall@1"] <= 1
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="the training input pipeline's image cache assumes a fixed patch count per image; "
+    "Qwen-VL's processor gives each image its own (README: Base models known to work)",
+    strict=False,
+)
+def test_the_app_trains_a_tiny_vlm_embedder(tiny_vlm: Path, store, settings):
+    from mmdemo.data.demo import generate_demo_scenes
+    from mmdemo.data.images import ImageLimits, ingest_image_bytes
+    from mmdemo.training.run import TrainConfig, run_training
+
+    collection = store.create_collection("shapes")
+    limits = ImageLimits.from_settings(settings)
+    for scene in generate_demo_scenes(24, seed=0):
+        stored = ingest_image_bytes(scene.image_bytes, settings.images_dir, limits)
+        store.add_pair(collection.id, stored.as_row(), scene.caption, split=scene.split)
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-4)
+    result = run_training(store, settings, "shapes", config, base_model=str(tiny_vlm))
+    assert result.status == "finished", result.message
+
+
 def _spiece_model(folder: Path) -> Path:
     """A real SentencePiece unigram model trained offline on the demo's words (SigLIP's ids:
     pad 0, eos 1, unk 2, no bos)."""
