@@ -59,9 +59,10 @@ def test_map_draws_hovers_opens_and_moves_a_box_selection(live_app, page, screen
     expect(page.locator("#mm-map .mm-map-meta")).to_contain_text(f"pair {marked.id}")
     screenshot("map-hover")
 
-    # A click on the point opens the pair in Curate's editor.
+    # A click on the point opens the pair in Curate's editor, scrolled into view.
     page.mouse.click(x, y)
     expect(page.locator("#mm-caption textarea")).to_have_value(MARKUP, timeout=WAIT_MS)
+    expect(page.locator("#mm-caption textarea")).to_be_in_viewport(timeout=WAIT_MS)
 
     # A box around the left half of the points selects exactly those; move them to test.
     spots = points(page)

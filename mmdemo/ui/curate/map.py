@@ -76,6 +76,10 @@ SPLIT_COLOURS = {"train": "#4c78a8", "eval": "#f58518", "test": "#54a24b"}
 GOOD, MIDDLE, BAD, GREY = "#54a24b", "#eeca3b", "#e45756", "#9d9da6"
 HINT = "*Drag a box (or a lasso) on the map to select pairs; Shift adds to the selection.*"
 CAPTION_CHARS = 300
+SHOW_EDITOR_JS = (
+    "() => { const box = document.querySelector('#mm-caption');"
+    " if (box) box.scrollIntoView({block: 'center', behavior: 'smooth'}); }"
+)
 
 
 @dataclass(frozen=True)
@@ -646,17 +650,24 @@ def wire_map_panel(
     options = [panel.model, panel.colour, panel.method, panel.k]
     for control in options:
         control.input(on_options, [state, panel.state, *options], outputs, **drawing)
-    # The map follows the Curate tab: when its counts or gallery change (a switch of
-    # collection, an import, a split change), an open map that is out of date is redrawn.
+    # The map follows the Curate tab: shown again, or its collection or counts changed (a
+    # switch, an import, a split or label change), an open map that is out of date is redrawn.
+    # Only the tab's return shows progress (it may encode a new run's images); the others are
+    # quiet, most of them find the map current.
+    shared.tabs["curate"].select(
+        on_refresh, [state, panel.state], outputs, trigger_mode="always_last", **drawing
+    )
+    picker = view[CurateView._fields.index("picker")]
     stats = view[CurateView._fields.index("stats")]
-    page_label = view[CurateView._fields.index("page_label")]
     gr.on(
-        [shared.tabs["curate"].select, stats.change, page_label.change],
+        [picker.change, stats.change],
         on_refresh,
         [state, panel.state],
         outputs,
         trigger_mode="always_last",
-        **drawing,
+        show_progress="hidden",
+        concurrency_id="curate-map",
+        **private,
     )
     panel.plot.map_select(
         on_select, [state, panel.state], outputs, show_progress="hidden", **private
@@ -666,16 +677,18 @@ def wire_map_panel(
         [state, caption],
         view,
         show_progress="hidden",
-        scroll_to_output=True,
         concurrency_id="curate-editor",
         concurrency_limit=1,
         **private,
     )
+    # The editor is below the map: bring the opened pair into view (in the page, no request).
+    click.then(None, js=SHOW_EDITOR_JS, **private)
     panel.move.click(
         on_move,
         [state, panel.state, splits_panel.splits, panel.target],
         move_outputs,
         concurrency_id="splits",
+        show_progress_on=[message],
         **private,
     )
     panel.label.click(
