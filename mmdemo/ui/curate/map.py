@@ -616,7 +616,8 @@ def wire_map_panel(
         k: float,
         progress: gr.Progress = gr.Progress(),
     ):
-        return tuple(change_options(services, cs, ms, model, colour, method, k, progress))
+        view = change_options(services, cs, ms, model, colour, method, k, progress)
+        return tuple(v for name, v in zip(MapView._fields, view, strict=True) if name != "model")
 
     def on_select(cs: CurateState, ms: MapState, evt: gr.EventData) -> tuple:
         data = evt._data if isinstance(evt._data, dict) else {}
@@ -648,8 +649,10 @@ def wire_map_panel(
         lambda ms: tuple(collapse(services, ms)), [panel.state], outputs, **private
     )
     options = [panel.model, panel.colour, panel.method, panel.k]
+    # The model dropdown is not among their outputs: never written back into the one a person used.
+    options_outputs = [c for c in outputs if c is not panel.model]
     for control in options:
-        control.input(on_options, [state, panel.state, *options], outputs, **drawing)
+        control.input(on_options, [state, panel.state, *options], options_outputs, **drawing)
     # The map follows the Curate tab: shown again, or its collection or counts changed (a
     # switch, an import, a split or label change), an open map that is out of date is redrawn.
     # Only the tab's return shows progress (it may encode a new run's images); the others are
