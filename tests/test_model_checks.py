@@ -106,6 +106,8 @@ def test_missing_weights_tokenizer_processor_and_module_folders(copy_of):
     (folder / "config.json").unlink()
     error = _refusal(folder)
     assert error.kind == "missing-files"
+    missing = OSError("/m does not appear to have a file named config.json. Checkout the repo")
+    assert explain_failure("/m", missing).message.startswith("/m is missing config.json. Copy")
 
 
 def test_a_folder_that_is_no_model_and_one_with_missing_files_at_resolve(
@@ -175,6 +177,14 @@ def test_missing_package_messages_as_transformers_words_them():
     assert explain_failure("x", protobuf).message.endswith("pip install protobuf")
     missing = ModuleNotFoundError("No module named 'qwen_vl_utils'", name="qwen_vl_utils")
     assert explain_failure("x", missing).message.endswith("pip install qwen-vl-utils")
+    pillow = ImportError(
+        'needs PIL.\n\nTo install, run:\npip install -U "sentence-transformers[image]"'
+    )
+    assert explain_failure("x", pillow).message.endswith(
+        'pip install "sentence-transformers[image]"'
+    )
+    flags = ImportError("needs einops: pip install --upgrade --quiet einops")
+    assert explain_failure("x", flags).message.endswith("pip install einops")
     old = ImportError("cannot import name 'Qwen9VLModel' from 'transformers' (/x/__init__.py)")
     assert explain_failure("x", old).kind == "needs-newer-transformers"
 

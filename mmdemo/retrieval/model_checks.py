@@ -218,7 +218,9 @@ def _missing_package(errors: list[BaseException]) -> str | None:
         if found:
             name = found.group(1).strip("`'\"").lower()
             return _PIP_NAMES.get(name, name)
-        found = re.search(r"pip install (?:-U )?[\"'`]?([A-Za-z0-9_.\-\[\]]+)", text)
+        found = re.search(
+            r"pip install (?:-{1,2}\w+ )*[\"'`]?([A-Za-z0-9_.\[\]][\w.\-\[\]]*)", text
+        )
         if found:
             return found.group(1)
         module = getattr(error, "name", None)
@@ -265,11 +267,12 @@ def explain_failure(spec: str, exc: BaseException) -> LoadProblem:
     package = _missing_package(errors)
     if package:
         note = _PACKAGE_NOTES.get(package)
+        command = f'"{package}"' if "[" in package else package  # a shell would expand [ ]
         return LoadProblem(
             MISSING_PACKAGE,
             f"{spec} needs the Python package {package}, which is not installed"
             + (f" ({note})" if note else "")
-            + f": pip install {package}",
+            + f": pip install {command}",
         )
     model_type = re.search(r"has model type `([^`]+)` but Transformers does not recognize", text)
     if model_type:
@@ -311,11 +314,11 @@ def explain_failure(spec: str, exc: BaseException) -> LoadProblem:
         r"no file named ([\w.\-]+)|does not appear to have a file named ([\w.\-]+)", text
     )
     if missing:
-        name = missing.group(1) or missing.group(2)
+        name = (missing.group(1) or missing.group(2)).rstrip(".")
         return LoadProblem(
             MISSING_FILES,
-            f"{spec} is missing {name} (and has no other weights file). Copy the whole model "
-            "folder.",
+            f"{spec} is missing {name}. Copy the whole model folder (for a Hub model: the "
+            "repository lacks it).",
         )
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return LoadProblem(OTHER, f"Could not load the model {spec!r}: {first}")
