@@ -7,7 +7,8 @@
   ``tiny-siglip``, ``tiny-siglip2``, a local folder or a Hub id) into a :class:`ModelChoice`; it
   never waits on the network longer than ``settings.hub_timeout_s``.
 - :func:`load_model` loads a model through a process-wide :class:`ModelCache` and refuses models
-  that cannot embed images (:class:`ModelLoadError`). A SigLIP / SigLIP 2 without its own text
+  that cannot embed both images and text with the reason (:class:`ModelLoadError` and its
+  ``kind``, from :mod:`mmdemo.retrieval.model_checks`). A SigLIP / SigLIP 2 without its own text
   padding setting gets the one it was trained with (:func:`apply_family_defaults`), so every run
   the app saves carries it.
 - :func:`model_fingerprint` is a stable id of a model's weights for caching embeddings.
