@@ -192,8 +192,18 @@ def test_rounds_frame_and_lineage_text_escape_run_names():
     ]
     frame = r.rounds_frame(points)
     assert list(frame.columns) == r.ROUNDS_COLUMNS
-    assert str(frame["run order"].dtype) == "int64" and str(frame["recall@1"].dtype) == "float64"
-    assert frame["run order"].tolist() == [0, 0, 1, 1, 2]
+    assert str(frame["recall@1"].dtype) == "float64"
+    assert frame["point"].tolist() == [
+        "0 · base model",
+        "0 · base model",
+        "1 · <b>one</b>",
+        "1 · <b>one</b>",
+        "2 · two*",
+    ]
+    plot = r.rounds_plot(points)  # the x axis in run order, not alphabetical
+    assert plot["sort"] == ["0 · base model", "1 · <b>one</b>", "2 · two*"]
+    assert plot["value"].equals(frame)
+    assert r.point_label(RoundPoint(12, "x" * 40, None, 1, 0.1, 0.1)) == "12 · " + "x" * 31 + "…"
     assert frame["run"].tolist()[-1] == "two*" and frame["from"].tolist()[-1] == "<b>one</b>"
     assert frame["from"].tolist()[2] == "base model"
     text = r.lineage_markdown(points)
@@ -249,7 +259,11 @@ def test_the_tab_runs_a_second_round_and_the_new_model_is_encoded_in_the_backgro
     assert not is_skip(ended.rounds) and not is_skip(ended.lineage)
     assert "value" not in ended.start_from
     assert [value for _, value in ended.start_from["choices"]][1] == f"run:{second}"
-    frame = ended.rounds
+    frame = ended.rounds["value"]
+    assert ended.rounds["sort"][0] == "0 · base model"
+    sort = ended.rounds["sort"]
+    assert [label.split(" · ", 1)[1] for label in sort[-2:]] == [first, second]
+    assert [int(label.split(" · ")[0]) for label in sort] == list(range(len(sort)))
     rows = frame[frame["direction"] == "text → image"]
     assert rows["run"].tolist()[-2:] == [first, second]
     assert rows["from"].tolist()[-1] == first

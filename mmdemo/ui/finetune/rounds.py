@@ -15,13 +15,16 @@ import pandas as pd
 
 from mmdemo.retrieval.compare import BASE, RUN_PREFIX
 from mmdemo.services import Services
-from mmdemo.text import md
+from mmdemo.text import md, shorten
 from mmdemo.training.rounds import RoundPoint, round_points, start_choices
 from mmdemo.ui.common import current_collection
 from mmdemo.ui.finetune.view import run_metrics
 
-ROUNDS_COLUMNS = ["run order", "recall@1", "direction", "run", "from"]
+ROUNDS_COLUMNS = ["point", "recall@1", "direction", "run", "from"]
+"""``point`` is the x axis: ``"<order> · <run name>"`` (``0 · base model`` first), in run order."""
 DIRECTIONS = {"t2i": "text → image", "i2t": "image → text"}
+COLOURS = {DIRECTIONS["t2i"]: "#2563eb", DIRECTIONS["i2t"]: "#ea580c"}
+"""Fixed, and named in the plot's label: the legend does not always draw after an update."""
 BASE_POINT = "base model"
 NO_ROUNDS = "*Eval recall@1 of each finished run shows here: the base model, then run after run.*"
 START_FROM_INFO = "Continue from an earlier finished run of this collection (a new round)."
@@ -35,6 +38,11 @@ class RoundsView(NamedTuple):
     lineage: Any
 
 
+def point_label(point: RoundPoint) -> str:
+    """The x-axis label of a point: its order and run name (shortened), ``0 · base model``."""
+    return f"{point.order} · {shorten(point.run, 32) if point.run else BASE_POINT}"
+
+
 def rounds_frame(points: list[RoundPoint]) -> pd.DataFrame:
     """Two rows per point (text→image and image→text recall@1), typed for ``gr.LinePlot``."""
     rows = []
@@ -43,9 +51,14 @@ def rounds_frame(points: list[RoundPoint]) -> pd.DataFrame:
         parent = point.parent or ("" if point.run is None else BASE_POINT)
         for key, value in (("t2i", point.t2i), ("i2t", point.i2t)):
             if value is not None:
-                rows.append([point.order, float(value), DIRECTIONS[key], name, parent])
+                rows.append([point_label(point), float(value), DIRECTIONS[key], name, parent])
     frame = pd.DataFrame(rows, columns=ROUNDS_COLUMNS)
-    return frame.astype({"run order": "int64", "recall@1": "float64"})
+    return frame.astype({"point": "object", "recall@1": "float64"})
+
+
+def rounds_plot(points: list[RoundPoint]) -> Any:
+    """The plot's update: the frame, with the x axis in run order (not alphabetical)."""
+    return gr.update(value=rounds_frame(points), sort=[point_label(p) for p in points])
 
 
 def lineage_markdown(points: list[RoundPoint]) -> str:
@@ -105,7 +118,7 @@ def rounds_view(services: Services, name: str | None, current: str | None = None
     points = collection_points(services, collection_id)
     return RoundsView(
         start_update(services, collection_id, current),
-        rounds_frame(points),
+        rounds_plot(points),
         lineage_markdown(points),
     )
 
@@ -116,12 +129,14 @@ def build_rounds_plot() -> Any:
         x=ROUNDS_COLUMNS[0],
         y=ROUNDS_COLUMNS[1],
         color="direction",
-        label="Eval recall@1 over runs (0: base model)",
-        x_title="run (in the order they were made)",
+        label="Eval recall@1 over runs (0: base model) · blue: text → image · orange: image → text",
+        color_map=COLOURS,
+        x_title="run, in the order they were made",
         y_title="recall@1",
         tooltip=["run", "from", "direction", "recall@1"],
         y_lim=[0, 1],
-        height=240,
+        x_label_angle=-20,
+        height=320,
         elem_id="mm-ft-rounds",
     )
     return plot
