@@ -160,3 +160,25 @@ def test_pairs_chosen_elsewhere_come_first_in_their_order(services):
         h.open_tab(services, view.state, DEMO_COLLECTION, focus=elsewhere).state.pair_id == (ids[4])
     )
     assert h.open_tab(services, fresh(services), DEMO_COLLECTION, focus=None).state.focus == ()
+
+
+def test_the_tab_reads_the_focus_and_the_login_when_it_is_shown(services):
+    """The Label tab's select handler takes the per-session focus (``shared.label_focus``)
+    as an input, beside the state and the browser's collection; the login Gradio fills in."""
+    import gradio as gr
+
+    from mmdemo.ui.app import build_app
+
+    demo = build_app(services)
+    [opening] = [
+        fn
+        for fn in demo.fns.values()
+        if fn.fn is not None
+        and fn.fn.__module__ == "mmdemo.ui.label.layout"
+        and any(target[1] == "select" for target in fn.targets)
+    ]
+    kinds = [type(block).__name__ for block in opening.inputs]
+    assert kinds == ["State", "BrowserState", "State"]
+    assert isinstance(demo.blocks[opening.targets[0][0]], gr.Tab)
+    focus = opening.inputs[2]
+    assert focus.value is None  # nothing chosen until a person picks pairs elsewhere
