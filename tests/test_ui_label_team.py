@@ -48,6 +48,7 @@ def test_two_annotators_get_different_pairs(space):
     assert alice.state.pair_id != bob.state.pair_id
     # alice labels her pair and moves on: never to bob's open pair, nor back to hers.
     labeled = h.mark(space, alice.state, "negative", profile=ALICE)
+    assert "labeling as **alice** (1 of them yours)" in labeled.progress
     seen_by_alice = {alice.state.pair_id}
     view = labeled
     for _ in range(5):

@@ -313,12 +313,12 @@ def _progress_text(services: Services, state: LabelState, collection: Collection
     done, total = labeling_progress(services.store, collection.id, _split(state))
     which = "" if state.split == ALL_SPLITS else f" {state.split}"
     text = f"**{done:,} of {total:,}**{which} pairs labeled in “{md(collection.name)}”"
-    if on_space(services.settings):
-        text += (
-            f" · labeling as **{md(state.annotator)}**"
-            if state.annotator
-            else " · log in with your Hugging Face account to label"
-        )
+    if on_space(services.settings) and state.annotator:
+        authors = services.store.label_authors(collection.id, _split(state)).values()
+        mine = sum(state.annotator in found for found in authors)
+        text += f" · labeling as **{md(state.annotator)}** ({mine:,} of them yours)"
+    elif on_space(services.settings):
+        text += " · log in with your Hugging Face account to label"
     return text
 
 
