@@ -134,3 +134,45 @@ def inside(polygon: list[tuple[float, float]], x: float, y: float) -> bool:
         if (ya > y) != (yb > y) and x < (xb - xa) * (y - ya) / (yb - ya) + xa:
             hit = not hit
     return hit
+
+
+@pytest.mark.browser
+def test_ten_thousand_points_draw_and_answer_a_hover(page):
+    """The canvas alone (no app) with 10,000 synthetic points: all drawn, hover still finds
+    the point under the mouse. (How long it takes is measured by bench/bench_map.py.)"""
+    import gradio as gr
+    from playwright.sync_api import expect
+
+    from bench.bench_map import synthetic_payload
+    from mmdemo.ui.curate.map import encode
+    from mmdemo.ui.curate.map_canvas import map_component
+    from tests.browser import free_port
+
+    payload = synthetic_payload(10_000, seed=1)
+    with gr.Blocks() as demo:
+        plot = map_component(
+            lambda pid: {"caption": f"<i>point</i> {pid}", "meta": "", "thumb": None},
+            elem_id="mm-map",
+        )
+        gr.Button("draw", elem_id="draw").click(lambda: encode(payload), None, plot)
+    demo.launch(prevent_thread_lock=True, quiet=True, server_port=free_port())
+    try:
+        page.goto(demo.local_url)
+        page.locator("#draw").click()
+        canvas = page.locator("#mm-map canvas.mm-map-points")
+        expect(canvas).to_have_attribute("data-points", "10000", timeout=WAIT_MS)
+        spots = points(page)
+        assert len(spots) == 10_000
+
+        # Of a few candidates, the most isolated point: the nearest to the mouse is surely it.
+        def room(pid: int) -> float:
+            x0, y0 = spots[pid]
+            return min((x - x0) ** 2 + (y - y0) ** 2 for o, (x, y) in spots.items() if o != pid)
+
+        target = max(range(500, 10_001, 500), key=room)
+        page.mouse.move(*spots[target])
+        expect(page.locator("#mm-map .mm-map-caption")).to_have_text(
+            f"<i>point</i> {target}", timeout=WAIT_MS
+        )
+    finally:
+        demo.close()
