@@ -55,7 +55,7 @@ from mmdemo.ui.curate.lookalikes import (
     select_lookalike,
     undo_lookalike,
 )
-from mmdemo.ui.curate.map import layout_map_panel, wire_map_panel
+from mmdemo.ui.curate.map_panel import layout_map_panel, wire_map_panel
 from mmdemo.ui.curate.splits import (
     DEFAULT_EVAL_PERCENT,
     layout_splits_panel,

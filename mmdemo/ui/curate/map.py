@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import quote
@@ -28,7 +27,6 @@ from mmdemo.data.images import thumb_path
 from mmdemo.data.splits import GROUPING, move_pairs
 from mmdemo.data.store import SPLITS, Collection, StoreError
 from mmdemo.retrieval.compare import (
-    BASE,
     CompareError,
     LoadedModel,
     default_keys,
@@ -47,7 +45,7 @@ from mmdemo.retrieval.projection import (
 )
 from mmdemo.services import Services
 from mmdemo.text import md, shorten
-from mmdemo.ui.common import Shared, warn
+from mmdemo.ui.common import warn
 from mmdemo.ui.curate.handlers import (
     CurateState,
     CurateView,
@@ -55,8 +53,7 @@ from mmdemo.ui.curate.handlers import (
     open_pair_by_id,
     render,
 )
-from mmdemo.ui.curate.map_canvas import map_component
-from mmdemo.ui.curate.splits import MAX_UNDO, SplitsPanel, SplitsState, panel_refresh
+from mmdemo.ui.curate.splits import MAX_UNDO, SplitsState, panel_refresh
 from mmdemo.ui.identity import LoginRequired, require_login
 from mmdemo.ui.results import image_progress, say_progress
 
@@ -264,14 +261,12 @@ def _buttons(state: MapState) -> tuple[Any, Any]:
     )
 
 
-def _view(
-    services: Services, state: MapState, plot: Any, status: Any, *, controls: bool = True
-) -> MapView:
+def _view(services: Services, state: MapState, plot: Any, status: Any) -> MapView:
     move, label = _buttons(state)
     return MapView(
         state,
         plot,
-        model_dropdown(services, state) if controls else gr.skip(),
+        model_dropdown(services, state),
         status,
         selection_text(state),
         move,
@@ -279,16 +274,9 @@ def _view(
     )
 
 
-def draw(
-    services: Services,
-    curate: CurateState,
-    state: MapState,
-    progress: Any = None,
-    *,
-    force: bool = False,
-) -> MapView:
+def draw(services: Services, curate: CurateState, state: MapState, progress: Any = None) -> MapView:
     """The map for the Curate tab's collection (``gr.skip()`` for the canvas when the drawn
-    one is current, unless ``force``); the selection is kept only within one collection."""
+    one is current); the selection is kept only within one collection."""
     _, collection = current_collection_of(services, curate)
     if collection is None:
         state = dataclasses.replace(state, selected=(), collection=None, shown=None)
@@ -297,7 +285,7 @@ def draw(
     if state.collection != collection.name:
         state = dataclasses.replace(state, selected=(), collection=collection.name)
     shown = map_key(services, collection, state)
-    if shown == state.shown and not force:
+    if shown == state.shown:
         return _view(services, state, gr.skip(), gr.skip())
     try:
         payload, status = map_payload(services, collection, state, progress)
@@ -467,238 +455,3 @@ def pair_card(services: Services, pair_id: Any) -> dict[str, Any] | None:
         "meta": f"pair {pair.id} · {pair.split}",
         "thumb": url,
     }
-
-
-# -- layout and wiring -----------------------------------------------------------------------------
-@dataclass
-class MapPanel:
-    """The map's components (from :func:`layout_map_panel`)."""
-
-    accordion: gr.Accordion
-    state: gr.State
-    model: gr.Dropdown
-    colour: gr.Dropdown
-    method: gr.Radio
-    k: gr.Dropdown
-    status: gr.Markdown
-    plot: gr.HTML
-    selection: gr.Markdown
-    move: gr.Button
-    target: gr.Dropdown
-    label: gr.Button
-
-    def view(self) -> list:
-        """The outputs of a :class:`MapView`, in order."""
-        return [
-            self.state,
-            self.plot,
-            self.model,
-            self.status,
-            self.selection,
-            self.move,
-            self.label,
-        ]
-
-
-def layout_map_panel(services: Services) -> MapPanel:
-    """Lay out the map's accordion where it is called (inside the Curate tab)."""
-    state = MapState()
-    methods = available_methods()
-    with gr.Accordion("Embedding map", open=False, elem_id="mm-map-panel") as accordion:
-        with gr.Row(equal_height=True):
-            model = gr.Dropdown(
-                label="Model", scale=2, min_width=220, elem_id="mm-map-model", **_choices(services)
-            )
-            colour = gr.Dropdown(
-                list(COLOURINGS),
-                value=SPLIT,
-                label="Colour by",
-                scale=1,
-                min_width=180,
-                elem_id="mm-map-colour",
-            )
-            k = gr.Dropdown(
-                list(K_CHOICES),
-                value=state.k,
-                label="k (for “gets it wrong”)",
-                scale=0,
-                min_width=120,
-                elem_id="mm-map-k",
-            )
-            method = gr.Radio(
-                [("PCA", PCA), ("UMAP", UMAP)] if UMAP in methods else [("PCA", PCA)],
-                value=PCA,
-                label="Projection" + ("" if UMAP in methods else " (UMAP: pip install umap-learn)"),
-                scale=1,
-                min_width=160,
-                elem_id="mm-map-method",
-            )
-        status = gr.Markdown(elem_id="mm-map-status")
-        plot = map_component(lambda pid: pair_card(services, pid), elem_id="mm-map")
-        with gr.Row(equal_height=True):
-            selection = gr.Markdown(HINT, elem_id="mm-map-selection")
-            move = gr.Button(
-                "Move selected to",
-                interactive=False,
-                scale=0,
-                min_width=230,
-                elem_id="mm-map-move",
-            )
-            target = gr.Dropdown(
-                list(SPLITS),
-                value="eval",
-                show_label=False,
-                container=False,
-                scale=0,
-                min_width=110,
-                elem_id="mm-map-target",
-            )
-            label = gr.Button(
-                "Open selected in Label",
-                interactive=False,
-                scale=0,
-                min_width=230,
-                elem_id="mm-map-label",
-            )
-    return MapPanel(
-        accordion,
-        gr.State(state),
-        model,
-        colour,
-        method,
-        k,
-        status,
-        plot,
-        selection,
-        move,
-        target,
-        label,
-    )
-
-
-def _choices(services: Services) -> dict[str, Any]:
-    refs = model_options(services.store, services.model)
-    return {
-        "choices": [(ref.label, ref.key) for ref in refs],
-        "value": default_keys(refs)[1] if refs else BASE,
-    }
-
-
-def wire_map_panel(
-    services: Services,
-    shared: Shared,
-    panel: MapPanel,
-    state: gr.State,
-    view: list,
-    as_outputs: Callable[[CurateView], tuple],
-    splits_panel: SplitsPanel,
-    caption: gr.Textbox,
-) -> Any:
-    """Connect the map. ``state``/``view``/``as_outputs`` are the Curate tab's, ``caption`` its
-    caption box (an unsaved edit is saved before a click opens another pair). Returns the click
-    event, which changes the opened pair (the look-alikes panel follows it)."""
-    outputs = panel.view()
-    private = {"api_visibility": "private"}
-    drawing = {**private, "concurrency_id": "curate-map", "show_progress_on": [panel.plot]}
-
-    def on_expand(cs: CurateState, ms: MapState, progress: gr.Progress = gr.Progress()) -> tuple:
-        return tuple(expand(services, cs, ms, progress))
-
-    def on_refresh(cs: CurateState, ms: MapState, progress: gr.Progress = gr.Progress()) -> tuple:
-        return tuple(refresh(services, cs, ms, progress))
-
-    def on_options(  # noqa: ANN202
-        cs: CurateState,
-        ms: MapState,
-        model: str,
-        colour: str,
-        method: str,
-        k: float,
-        progress: gr.Progress = gr.Progress(),
-    ):
-        view = change_options(services, cs, ms, model, colour, method, k, progress)
-        return tuple(v for name, v in zip(MapView._fields, view, strict=True) if name != "model")
-
-    def on_select(cs: CurateState, ms: MapState, evt: gr.EventData) -> tuple:
-        data = evt._data if isinstance(evt._data, dict) else {}
-        return tuple(select_points(services, cs, ms, data.get("pair_ids")))
-
-    def on_click(cs: CurateState, typed: str, evt: gr.EventData) -> tuple:
-        data = evt._data if isinstance(evt._data, dict) else {}
-        return as_outputs(open_point(services, cs, data.get("pair_id"), typed))
-
-    move_outputs = [*view, *splits_panel.outputs(), *outputs]
-
-    def on_move(
-        cs: CurateState,
-        ms: MapState,
-        sp: SplitsState,
-        target: str,
-        profile: gr.OAuthProfile | None,
-    ) -> tuple:
-        result = move_selection(services, cs, ms, sp, target, profile)
-        return (*as_outputs(result.curate), result.splits, *result.panel, *result.map)
-
-    message = view[CurateView._fields.index("message")]
-
-    def on_label(cs: CurateState, ms: MapState) -> tuple:
-        return open_in_label(services, cs, ms)
-
-    panel.accordion.expand(on_expand, [state, panel.state], outputs, **drawing)
-    panel.accordion.collapse(
-        lambda ms: tuple(collapse(services, ms)), [panel.state], outputs, **private
-    )
-    options = [panel.model, panel.colour, panel.method, panel.k]
-    # The model dropdown is not among their outputs: never written back into the one a person used.
-    options_outputs = [c for c in outputs if c is not panel.model]
-    for control in options:
-        control.input(on_options, [state, panel.state, *options], options_outputs, **drawing)
-    # The map follows the Curate tab: shown again, or its collection or counts changed (a
-    # switch, an import, a split or label change), an open map that is out of date is redrawn.
-    # Only the tab's return shows progress (it may encode a new run's images); the others are
-    # quiet, most of them find the map current.
-    shared.tabs["curate"].select(
-        on_refresh, [state, panel.state], outputs, trigger_mode="always_last", **drawing
-    )
-    picker = view[CurateView._fields.index("picker")]
-    stats = view[CurateView._fields.index("stats")]
-    gr.on(
-        [picker.change, stats.change],
-        on_refresh,
-        [state, panel.state],
-        outputs,
-        trigger_mode="always_last",
-        show_progress="hidden",
-        concurrency_id="curate-map",
-        **private,
-    )
-    panel.plot.map_select(
-        on_select, [state, panel.state], outputs, show_progress="hidden", **private
-    )
-    click = panel.plot.map_click(
-        on_click,
-        [state, caption],
-        view,
-        show_progress="hidden",
-        concurrency_id="curate-editor",
-        concurrency_limit=1,
-        **private,
-    )
-    # The editor is below the map: bring the opened pair into view (in the page, no request).
-    click.then(None, js=SHOW_EDITOR_JS, **private)
-    panel.move.click(
-        on_move,
-        [state, panel.state, splits_panel.splits, panel.target],
-        move_outputs,
-        concurrency_id="splits",
-        show_progress_on=[message],
-        **private,
-    )
-    panel.label.click(
-        on_label,
-        [state, panel.state],
-        [shared.label_focus, message],
-        show_progress="hidden",
-        **private,
-    )
-    return click
