@@ -7,8 +7,9 @@ undo) or sent to the Label tab (``shared.label_focus``). The drawing is the smal
 of :mod:`mmdemo.ui.curate.map_canvas`; the projection is :mod:`mmdemo.retrieval.projection`.
 
 Handlers are plain functions ``handler(services, curate_state, map_state, ...)`` returning a
-:class:`MapView` (tested directly). The map follows the Curate tab's collection and is only
-computed while its accordion is open, so the model runs only for the person who asks.
+:class:`MapView` (tested directly); :mod:`mmdemo.ui.curate.map_panel` lays them out and wires
+them. The map follows the Curate tab's collection and is only computed while its accordion is
+open, so the model runs only for the person who asks.
 """
 
 from __future__ import annotations
