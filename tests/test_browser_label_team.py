@@ -164,5 +164,17 @@ def test_two_annotators_get_different_pairs_and_blind_mode_hides_the_other(
         expect(bob.locator("#mm-label-message")).to_contain_text("(by bob)", timeout=WAIT_MS)
         authors = {(lab.author, lab.kind) for lab in store.labels_for_pair(alices)}
         assert authors == {("alice", "negative"), ("bob", "also-positive")}
+        # Shown again, the tab has the team's agreement: one candidate both decided.
+        bob.get_by_role("tab", name="Curate", exact=True).click()
+        bob.get_by_role("tab", name="Label", exact=True).click()
+        idle(bob)
+        bob.locator("#mm-label-team").get_by_text("Team agreement").click()
+        agreement = bob.locator("#mm-label-agreement")
+        expect(agreement).to_contain_text(
+            "Cohen's κ = 0.00 on 1 candidate labeled", timeout=WAIT_MS
+        )
+        expect(agreement).to_contain_text("alice: 1 label on 1 pair")
+        expect(agreement).to_contain_text("bob: 1 label on 1 pair")
+        bob.screenshot(path=str(ARTIFACTS_DIR / "label-team-agreement.png"), full_page=True)
     finally:
         bob_context.close()

@@ -191,4 +191,4 @@ def test_the_published_dataset_card_reports_the_annotators_agreement(store, sett
     section = card.split("## Annotator agreement")[1].split("\n## ")[0]
     assert "| alice | 2 | 4 | 0 |" in section
     assert "| &lt;i&gt;bob&lt;/i&gt; | 1 | 2 | 1 |" in section and "<i>" not in card
-    assert "**0.00** (3 candidates on 1 pairs; 2 of 3 decisions agree)" in section
+    assert "**0.00** (3 candidates on 1 pair; 2 of 3 decisions agree)" in section

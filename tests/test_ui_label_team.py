@@ -97,8 +97,8 @@ def test_the_overlap_share_goes_to_everyone_and_blind_mode_hides_the_others_labe
     assert again.state.candidates[0].label == "negative"
     # The agreement: one candidate decided by both, and they disagree (kappa 0).
     text = plain(again.agreement)
-    assert "κ = **0.00** on 1 candidates" in text and "0 of 1 decisions agree" in text
-    assert "alice: 2 labels on 1 pairs" in text and "bob: 1 labels on 1 pairs" in text
+    assert "κ = **0.00** on 1 candidate labeled" in text and "0 of 1 decision agree" in text
+    assert "alice: 2 labels on 1 pair" in text and "bob: 1 label on 1 pair" in text
     # An overlap pair labeled by alice is done for her but still offered to others.
     nxt = h.next_pair(team, again.state, profile=ALICE)
     assert nxt.state.pair_id != pair_id

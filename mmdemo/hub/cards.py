@@ -597,8 +597,9 @@ def agreement_section(found: Agreement | None) -> list[str]:
     kappa = "undefined (a single kind of label)" if found.kappa is None else f"{found.kappa:.2f}"
     lines.append(
         f"Cohen's kappa on the hard-negative / also-correct decisions of candidates labeled by"
-        f" two or more annotators: **{kappa}** ({found.items} candidates on {found.shared_pairs}"
-        f" pairs; {found.agreed} of {found.decisions} decisions agree). Where annotators"
+        f" two or more annotators: **{kappa}** ({found.items} candidate{'s' * (found.items != 1)}"
+        f" on {found.shared_pairs} pair{'s' * (found.shared_pairs != 1)}; {found.agreed} of"
+        f" {found.decisions} decision{'s' * (found.decisions != 1)} agree). Where annotators"
         " disagree, a candidate anyone marked also-correct is not a hard negative in this data."
     )
     for r in found.raters if len(found.raters) > 1 else ():

@@ -260,12 +260,17 @@ def pair_order(
     return shuffled(ids, state.seed) if state.order == RANDOM else ids
 
 
+def _n(count: int, word: str) -> str:
+    """``"1 pair"``, ``"2 pairs"``."""
+    return f"{count:,} {word}{'s' * (count != 1)}"
+
+
 def agreement_text(found: Agreement) -> str:
     """The team's agreement and per-annotator counts, as Markdown (names escaped)."""
     if not found.annotators:
         return "*No labels yet.*"
     people = " · ".join(
-        f"{md(c.author)}: {c.negatives + c.also_positives:,} labels on {c.pairs:,} pairs "
+        f"{md(c.author)}: {_n(c.negatives + c.also_positives, 'label')} on {_n(c.pairs, 'pair')} "
         f"({c.negatives:,} ✗, {c.also_positives:,} +)"
         for c in found.annotators
     )
@@ -278,16 +283,16 @@ def agreement_text(found: Agreement) -> str:
         return "\n\n".join(lines)
     kappa = "undefined (one kind only)" if found.kappa is None else f"{found.kappa:.2f}"
     lines.append(
-        f"**Agreement:** Cohen's κ = **{kappa}** on {found.items:,} candidates labeled by two "
-        f"or more people ({found.shared_pairs:,} pairs; {found.agreed:,} of "
-        f"{found.decisions:,} decisions agree)."
+        f"**Agreement:** Cohen's κ = **{kappa}** on {_n(found.items, 'candidate')} labeled by "
+        f"two or more people ({_n(found.shared_pairs, 'pair')}; {found.agreed:,} of "
+        f"{_n(found.decisions, 'decision')} agree)."
     )
     if len(found.raters) > 1:
         lines.append(
             " · ".join(
                 f"{md(r.a)}–{md(r.b)}: κ "
                 + ("n/a" if r.kappa is None else f"{r.kappa:.2f}")
-                + f" on {r.items:,}"
+                + f" on {_n(r.items, 'candidate')}"
                 for r in found.raters
             )
         )
