@@ -95,6 +95,10 @@ def test_a_second_round_starts_from_the_first_runs_weights_and_trains(services):
     assert Path(config["start_from"]["model_dir"]) == Path(first.model_path)
     assert json.loads(run.config_json)["start_from"]["run"] == "round-1"
     assert started_from(run) == "round-1" and lineage(run) == ("round-1",)
+    # Compare (and Label) name a later round's model with where it started; the base stays base.
+    ref = resolve_model(store, services.model, "run:round-2")
+    assert ref.label == "Run: round-2 (from round-1)"
+    assert resolve_model(store, services.model, "run:round-1").label == "Run: round-1"
 
     third = run_training(store, settings, DEMO_COLLECTION, SHORT, "round-3", start_from="round-2")
     assert third.status == "finished", third.message

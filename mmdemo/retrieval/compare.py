@@ -15,6 +15,7 @@ comparison of the same models encodes nothing.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,20 @@ def _run_ref(run: Run) -> ModelRef | None:
     folder = run_model_dir(run.path)
     if run.status != USABLE_RUN_STATUS or folder is None:
         return None
-    return ModelRef(RUN_PREFIX + run.name, f"Run: {run.name}", str(folder), run.name)
+    label = f"Run: {run.name}"
+    parent = _started_from(run)
+    if parent:
+        label += f" (from {parent})"  # a later round (:mod:`mmdemo.training.rounds`)
+    return ModelRef(RUN_PREFIX + run.name, label, str(folder), run.name)
+
+
+def _started_from(run: Run) -> str | None:
+    """The run a run continued from, as its ``config.json`` records it (``None``: the base)."""
+    try:
+        start = json.loads(run.config_json or "{}").get("start_from")
+    except (ValueError, AttributeError):
+        return None
+    return str(start["run"]) if isinstance(start, dict) and start.get("run") else None
 
 
 def model_options(store: Store, base: ModelChoice) -> list[ModelRef]:
