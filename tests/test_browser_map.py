@@ -56,6 +56,10 @@ def test_map_draws_hovers_opens_and_moves_a_box_selection(live_app, page, screen
     expect(caption).to_have_text(MARKUP, timeout=WAIT_MS)
     assert caption.locator("b").count() == 0
     expect(page.locator("#mm-map .mm-map-thumb")).to_be_visible()
+    page.wait_for_function(  # the thumbnail loaded from the app's image URL
+        "() => document.querySelector('#mm-map .mm-map-thumb').naturalWidth > 0",
+        timeout=WAIT_MS,
+    )
     expect(page.locator("#mm-map .mm-map-meta")).to_contain_text(f"pair {marked.id}")
     screenshot("map-hover")
 
