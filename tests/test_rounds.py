@@ -309,3 +309,48 @@ def test_background_work_runs_chores_in_order_and_survives_a_failure():
     time.sleep(0)  # the worker may leave after a quiet spell; a later chore starts it again
     work.start(lambda: order.append(4), name="four")
     assert work.wait(WAIT) and order == [1, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_round_on_zerogpu_starts_from_the_run_and_calls_the_hook(
+    store, settings, tiny_clip_dir, monkeypatch
+):
+    import sys
+
+    from mmdemo.training.jobs import JobManager
+    from mmdemo.training.run import TrainingJob
+    from mmdemo.training.zerogpu import gpu_runner
+    from tests.test_zerogpu import FakeSpaces, _demo
+
+    monkeypatch.setitem(sys.modules, "spaces", FakeSpaces(settings.runs_dir))
+    _demo(store, settings)
+    config = TrainConfig(epochs=1, batch_size=8, max_minutes=1, augment=False)
+    first = run_training(store, settings, "shapes", config, "zero-1", str(tiny_clip_dir))
+    assert first.status == "finished", first.message
+    space = settings.with_overrides(space_id="me/demo")
+    ended: list = []
+    job = TrainingJob(
+        store,
+        space,
+        "shapes",
+        config,
+        "zero-2",
+        gpu=gpu_runner(space),
+        start_from="zero-1",
+        after=ended.append,
+    )
+    manager = JobManager(store)
+    snap = manager.wait(manager.start(job), timeout=WAIT)
+    assert snap is not None and snap.state == "finished", snap and snap.message
+    assert [r.name for r in ended] == ["zero-2"]  # the hook ran once, with the run's result
+    run = store.get_run("zero-2")
+    assert started_from(run) == "zero-1" and run.base_model == str(tiny_clip_dir)
+    assert snap.result.metrics["start"]["t2i"] == pytest.approx(first.metrics["finetuned"]["t2i"])
+
+    def broken(result: object) -> None:
+        raise RuntimeError("the hook broke")
+
+    job = TrainingJob(store, settings, "shapes", config, "zero-3", start_from="zero-2")
+    job.after = broken
+    snap = manager.wait(manager.start(job), timeout=WAIT)
+    assert snap.state == "finished"  # a failing hook never fails the run
