@@ -191,7 +191,8 @@ def wire_map_panel(
 
     def on_select(cs: CurateState, ms: MapState, evt: gr.EventData) -> tuple:
         data = evt._data if isinstance(evt._data, dict) else {}
-        return tuple(select_points(services, cs, ms, data.get("pair_ids")))
+        view = select_points(services, cs, ms, data.get("pair_ids"))
+        return tuple(v for name, v in zip(MapView._fields, view, strict=True) if name != "plot")
 
     def on_click(cs: CurateState, typed: str, evt: gr.EventData) -> tuple:
         data = evt._data if isinstance(evt._data, dict) else {}
@@ -242,8 +243,10 @@ def wire_map_panel(
         concurrency_id="curate-map",
         **private,
     )
+    # The canvas already shows the selection it sends: it is not among the outputs.
+    select_outputs = [c for c in outputs if c is not panel.plot]
     panel.plot.map_select(
-        on_select, [state, panel.state], outputs, show_progress="hidden", **private
+        on_select, [state, panel.state], select_outputs, show_progress="hidden", **private
     )
     click = panel.plot.map_click(
         on_click,
