@@ -269,10 +269,11 @@ def test_label_a_result_then_change_and_undo(services):
     assert view.undo["visible"] is True and "Saved: hard negative" in view.message
     assert as_outputs(view)[h.CompareView._fields.index("gallery_b")].selected_index == index
 
-    # The same image marked "also correct" changes the label instead of adding one ...
-    view = h.mark(services, view.state, "also-positive", "bob")
+    # The same image marked "also correct" by the same author changes the label instead of
+    # adding one (another author's label would be their own decision, beside it) ...
+    view = h.mark(services, view.state, "also-positive", "alice")
     labels = services.store.labels_for_pair(pair.id)
-    assert [(lab.kind, lab.author) for lab in labels] == [("also-positive", "bob")]
+    assert [(lab.kind, lab.author) for lab in labels] == [("also-positive", "alice")]
     assert " + · " in view.gallery_b[index][1]
     # ... and undo puts the hard negative back, with its author.
     view = h.undo(services, view.state)
@@ -523,8 +524,12 @@ def test_label_edits_undo_exactly(services):
     pair, other = eval_pairs(services)[:2]
     first = set_label(store, pair.id, "negative", sha256=other.image_sha256, author="a")
     assert first.previous is None and first.written.kind == "negative"
-    changed = set_label(store, pair.id, "also-positive", sha256=other.image_sha256, author="b")
+    changed = set_label(store, pair.id, "also-positive", sha256=other.image_sha256, author="a")
     assert changed.previous == first.written and changed.written.id == first.written.id
+    # Another author's label of the same image is their own: undoing it leaves a's alone.
+    beside = set_label(store, pair.id, "also-positive", sha256=other.image_sha256, author="b")
+    assert beside.previous is None and beside.written.id != first.written.id
+    undo_edit(store, beside)
     undo_edit(store, changed)
     (label,) = store.labels_for_pair(pair.id)
     assert (label.kind, label.author) == ("negative", "a")
