@@ -127,3 +127,14 @@ def test_agreement_names_are_escaped():
     text = h.agreement_text(agreement(labels))
     assert "<b>" not in text and "\\*zed\\*" in text
     assert "undefined" in text  # both used one kind only
+
+
+def test_pairs_chosen_elsewhere_are_claimed_for_their_annotator(space):
+    carol = SimpleNamespace(username="carol")
+    hardest = session(space, carol).state.pair_id
+    space.store.release_claims("carol")
+    focus = {"collection": DEMO_COLLECTION, "pair_ids": [hardest]}
+    state = h.on_load(space, h.initial_state(space), DEMO_COLLECTION).state
+    alice = h.open_tab(space, state, DEMO_COLLECTION, focus=focus, profile=ALICE)
+    assert alice.state.pair_id == hardest
+    assert session(space, BOB).state.pair_id != hardest  # alice has it open

@@ -495,6 +495,12 @@ def show_pair(
     )
 
 
+def _claim(services: Services, state: LabelState, pair_id: int) -> None:
+    """On a Space, mark a pair the annotator was sent to (not by the queue) as theirs."""
+    if state.annotator and on_space(services.settings):
+        services.store.claim_pair(pair_id, state.annotator, time.time() - CLAIM_S)
+
+
 def _first_or_next(
     services: Services, state: LabelState, after: int | None, progress: Any, message: str = ""
 ) -> LabelView:
@@ -616,6 +622,7 @@ def open_tab(
             state = dataclasses.replace(state, history=history[-50:], selected=None)
             n = len(state.focus)
             said = f"Labeling the {n:,} pair{'s' * (n != 1)} you chose first."
+            _claim(services, state, state.focus[0])
             shown = show_pair(services, state, state.focus[0], progress, said)
     if shown is None and state.pair_id is not None and found is not None:
         try:
@@ -689,6 +696,7 @@ def next_pair(
     if state.focus and state.pair_id in state.focus:
         index = state.focus.index(state.pair_id)
         if index + 1 < len(state.focus):
+            _claim(services, state, state.focus[index + 1])
             return show_pair(services, state, state.focus[index + 1], progress)
         state = dataclasses.replace(state, focus=())
         return _first_or_next(services, state, None, progress, "Done with the pairs you chose.")
