@@ -161,6 +161,8 @@ def test_training_rows_follow_the_rule_for_labels_by_different_authors(store, se
     store.add_label(anchor.id, "also-positive", negative_sha256=x.image_sha256, author="bob")
     store.add_label(anchor.id, "negative", negative_sha256=y.image_sha256, author="alice")
     store.add_label(anchor.id, "negative", negative_sha256=y.image_sha256, author="bob")
+    stats = store.collection_stats(c.id)  # y's two negatives count once
+    assert (stats.negatives, stats.also_positives) == (2, 1)
     data = build_train_data(store, settings, c.id)
     negatives = data.columns["image_negatives"]["negative"]
     # x was marked also-correct by bob: never a negative; y is a negative once.

@@ -388,8 +388,11 @@ class Store:
         )
         splits = {s: 0 for s in SPLITS}
         splits.update({r["split"]: r["n"] for r in split_rows})
+        # A candidate two annotators gave the same kind counts once.
         label_rows = self._query(
-            "SELECT n.kind, n.negative_caption IS NOT NULL AS is_caption, COUNT(*) AS n"
+            "SELECT n.kind, n.negative_caption IS NOT NULL AS is_caption, COUNT(DISTINCT"
+            " n.pair_id || ':' || IFNULL(n.negative_sha256, 'caption:' || n.negative_caption))"
+            " AS n"
             " FROM negatives n JOIN pairs p ON p.id = n.pair_id"
             " WHERE p.collection_id = ? AND p.deleted_at IS NULL GROUP BY 1, 2",
             (collection_id,),
