@@ -29,7 +29,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +43,7 @@ from mmdemo.retrieval.phash import (
     aligned_image,
     compare_pixels,
     hash_distance_pairs,
+    layout_pairs,
     stored_image,
 )
 from mmdemo.retrieval.search import collection_corpus, top_k
@@ -67,6 +68,10 @@ class CheckOptions:
     """Cosine of two image embeddings that makes them a candidate."""
     embedding_neighbours: int = 5
     """Nearest neighbours by embedding looked at per image."""
+    layout_neighbours: int = 2
+    """…and by colour layout (mean colours on an 8×8 grid: smooth images have noisy hashes)…"""
+    layout_rms: float = 0.04
+    """…when their layouts differ by at most this (RMS, share of full scale)."""
     max_mean_error: float = 0.018
     """Aligned pixels may differ by at most this on average (share of full scale)…"""
     max_block_error: float = 0.095
@@ -257,7 +262,10 @@ class _Link:
 
 
 def _candidates(
-    hashes: np.ndarray, matrix: np.ndarray | None, options: CheckOptions
+    hashes: np.ndarray,
+    layouts: np.ndarray | None,
+    matrix: np.ndarray | None,
+    options: CheckOptions,
 ) -> dict[tuple[int, int], float | None]:
     """Index pairs worth a pixel comparison, with their embedding cosine when known."""
     loose = max(options.hash_distance, options.hash_distance_with_embedding)
@@ -266,6 +274,9 @@ def _candidates(
     for (i, j), d in distances.items():
         if d <= options.hash_distance:
             chosen[(i, j)] = None
+    if layouts is not None:
+        for key in layout_pairs(layouts, options.layout_neighbours, options.layout_rms):
+            chosen.setdefault(key, None)
     if matrix is not None and len(matrix) > 1:
         k = min(options.embedding_neighbours + 1, len(matrix))
         for start in range(0, len(matrix), 512):
@@ -290,13 +301,23 @@ def find_duplicates(
     matrix: np.ndarray | None = None,
     options: CheckOptions = CheckOptions(),
     progress: ProgressFn | None = None,
+    across_splits_only: bool = False,
+    layouts: np.ndarray | None = None,
 ) -> list[DuplicateGroup]:
     """Groups of pairs whose images are copies of each other (see the module docstring).
 
-    ``hashes`` and ``matrix`` (normalised image embeddings, optional) are row-aligned with
-    ``pairs``.
+    ``hashes``, ``layouts`` and ``matrix`` (normalised image embeddings; both optional) are
+    row-aligned with ``pairs``. ``across_splits_only`` compares only train images with eval/test
+    ones (the groups that span those splits are still found whole, others partly or not at all).
     """
-    candidates = _candidates(hashes, matrix, options)
+    candidates = _candidates(hashes, layouts, matrix, options)
+    if across_splits_only:
+        # A group that spans train and eval/test has at least one such link: enough to find it.
+        candidates = {
+            (i, j): c
+            for (i, j), c in candidates.items()
+            if (pairs[i].split == "train") != (pairs[j].split == "train")
+        }
     prepared: dict[int, Any] = {}
 
     def image(i: int) -> Any:
@@ -560,8 +581,10 @@ def run_checks(
             progress(done, total, "hashing images")
 
     exts = [_ext(store, p.image_sha256) for p in pairs]
-    hashes = hash_cache.hashes([p.image_sha256 for p in pairs], exts, progress=hashed)
-    duplicates = find_duplicates(settings, pairs, hashes, matrix, options, progress)
+    hashes, layouts = hash_cache.signatures([p.image_sha256 for p in pairs], exts, progress=hashed)
+    duplicates = find_duplicates(
+        settings, pairs, hashes, matrix, options, progress, layouts=layouts
+    )
     identical, near = caption_groups(pairs, options.caption_typo)
     odd = (
         outliers(
@@ -608,6 +631,37 @@ def fix_leakage(
     return assign_splits(store, collection_id, assignments)
 
 
+def with_current_splits(store: Store, report: CheckReport) -> CheckReport:
+    """``report`` with every group's splits read again (after a fix or an undo moved pairs);
+    groups whose pairs were all deleted since are dropped."""
+    ids = {pid for g in (*report.duplicates, *report.identical_captions) for pid in g.pair_ids}
+    ids |= {pid for g in report.near_duplicate_captions for pid in g.pair_ids}
+    now = {p.id: p.split for p in store.get_pairs(sorted(ids))} if ids else {}
+
+    def moved(group: Any) -> Any:
+        keep = [i for i, pid in enumerate(group.pair_ids) if pid in now]
+        if len(keep) < 2:
+            return None
+        fields = {
+            name: tuple(getattr(group, name)[i] for i in keep)
+            for name in ("pair_ids", "captions", "image_sha256")
+            if hasattr(group, name)
+        }
+        fields["splits"] = tuple(now[group.pair_ids[i]] for i in keep)
+        return replace(group, **fields)
+
+    def update(groups: Sequence[Any]) -> tuple:
+        return tuple(g for g in (moved(g) for g in groups) if g is not None)
+
+    identical = tuple(g for g in update(report.identical_captions) if g.crosses_splits)
+    return replace(
+        report,
+        duplicates=update(report.duplicates),
+        identical_captions=identical,
+        near_duplicate_captions=update(report.near_duplicate_captions),
+    )
+
+
 # -- the app's and the CLI's entry points ---------------------------------------------------------
 def hash_cache_of(services: Services) -> HashCache:
     """The process's hash cache (kept on the embedding cache's memo, so it lives as long)."""
@@ -652,8 +706,9 @@ def check_collection(
 
 
 def eval_leaks(services: Services, collection_id: int) -> tuple[DuplicateGroup, ...]:
-    """Duplicate groups across train and eval/test by hashes and pixels only (no model), memoised
-    until the collection's pairs change: cheap enough for the Finetune tab to ask on every view."""
+    """Duplicate groups across train and eval/test by hashes and pixels only (no model, only
+    train-vs-eval/test candidates compared), memoised until the collection's pairs change, over
+    hashes cached on disk: cheap enough for the Finetune tab to ask on every view."""
     store = services.store
     signature = store.pairs_signature(collection_id)
     key = ("phash", "leaks", collection_id, signature)
@@ -662,10 +717,18 @@ def eval_leaks(services: Services, collection_id: int) -> tuple[DuplicateGroup, 
         pairs = store.list_pairs(collection_id)
         if not any(p.split in EVAL_SPLITS for p in pairs):
             return ()
-        hashes = hash_cache_of(services).hashes(
+        hashes, layouts = hash_cache_of(services).signatures(
             [p.image_sha256 for p in pairs], [_ext(store, p.image_sha256) for p in pairs]
         )
-        groups = find_duplicates(services.settings, pairs, hashes, None, CheckOptions())
+        groups = find_duplicates(
+            services.settings,
+            pairs,
+            hashes,
+            None,
+            CheckOptions(),
+            across_splits_only=True,
+            layouts=layouts,
+        )
         return tuple(g for g in groups if g.crosses_splits)
 
     return _embedding_cache(services).derived(key, build)

@@ -28,7 +28,7 @@ from PIL import Image, ImageFilter
 from mmdemo.data.images import image_path, thumb_path, train_path
 from mmdemo.settings import Settings
 
-HASH_VERSION = 2
+HASH_VERSION = 3
 CROPS = (1.0, 0.95, 0.9, 0.85)
 """Centred crops hashed per image (share of each side kept); the first is the whole image."""
 CHANNELS = 3
@@ -52,22 +52,15 @@ _DCT = _dct_matrix(_DCT_SIZE)
 _WEIGHTS = (1 << np.arange(64, dtype=np.uint64)).astype(np.uint64)
 
 
-CONFIDENT = 0.25
-"""A bit counts only where its coefficient is this many standard deviations (of the 63 AC
-coefficients) from their median: a smooth gradient's near-zero coefficients flip with noise."""
-
-
-def _bits(flags: np.ndarray) -> np.uint64:
-    return np.bitwise_or.reduce(_WEIGHTS[flags]) if flags.any() else np.uint64(0)
-
-
-def _channel_hash(channel: np.ndarray) -> tuple[np.uint64, np.uint64]:
-    """(bits, mask of the confident bits) of one channel."""
+def _channel_hash(channel: np.ndarray) -> np.uint64:
     coefficients = (_DCT @ channel @ _DCT.T)[:_LOW, :_LOW].reshape(-1)
-    ac = coefficients[1:]
-    median = np.median(ac)
-    margin = CONFIDENT * max(float(ac.std()), 1e-6)
-    return _bits(coefficients > median), _bits(np.abs(coefficients - median) >= margin)
+    bits = coefficients > np.median(coefficients[1:])
+    return np.bitwise_or.reduce(_WEIGHTS[bits]) if bits.any() else np.uint64(0)
+
+
+LAYOUT = 8
+"""A layout is the image's mean colours on a LAYOUT×LAYOUT grid (uint8 RGB): smooth images
+(a gradient, a sky) whose hash bits are noise still have a telling layout."""
 
 
 def _centre_crop(img: Image.Image, keep: float) -> Image.Image:
@@ -79,17 +72,28 @@ def _centre_crop(img: Image.Image, keep: float) -> Image.Image:
     return img.resize((_DCT_SIZE, _DCT_SIZE), Image.Resampling.LANCZOS, box=box)
 
 
-def image_hash(img: Image.Image) -> np.ndarray:
-    """The hashes of one image: ``uint64[len(CROPS), 6]`` (crop × Y/Cb/Cr bits, then the three
-    channels' masks of confident bits)."""
+def image_signature(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """The hashes of one image, ``uint64[len(CROPS), 3]`` (crop × Y/Cb/Cr), and its layout,
+    ``uint8[LAYOUT * LAYOUT * 3]``."""
     rgb = img.convert("RGB")
-    out = np.zeros((len(CROPS), 2 * CHANNELS), dtype=np.uint64)
+    out = np.zeros((len(CROPS), CHANNELS), dtype=np.uint64)
+    layout = None
     for i, keep in enumerate(CROPS):
         small = _centre_crop(rgb, keep).resize((_DCT_SIZE, _DCT_SIZE), Image.Resampling.LANCZOS)
+        if layout is None:
+            pixels = np.asarray(small, dtype=np.float32)
+            cell = _DCT_SIZE // LAYOUT
+            means = pixels.reshape(LAYOUT, cell, LAYOUT, cell, 3).mean((1, 3))
+            layout = np.clip(np.rint(means), 0, 255).astype(np.uint8).reshape(-1)
         ycc = np.asarray(small.convert("YCbCr"), dtype=np.float64)
         for c in range(CHANNELS):
-            out[i, c], out[i, CHANNELS + c] = _channel_hash(ycc[..., c])
-    return out
+            out[i, c] = _channel_hash(ycc[..., c])
+    assert layout is not None
+    return out, layout
+
+
+_HASH_BYTES = len(CROPS) * CHANNELS * 8
+_LAYOUT_BYTES = LAYOUT * LAYOUT * 3
 
 
 def stored_image(settings: Settings, sha256: str, ext: str = "png") -> Path:
@@ -107,7 +111,7 @@ class HashCache:
         self.settings = settings
         self.path = Path(settings.cache_dir) / "phash.sqlite3"
         self._lock = threading.Lock()
-        self._memory: dict[str, np.ndarray] = {}
+        self._memory: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.computed = 0
         """Hashes computed from image files (a test checks that a second check computes none)."""
 
@@ -121,13 +125,14 @@ class HashCache:
         )
         return conn
 
-    def hashes(
+    def signatures(
         self,
         shas: Sequence[str],
         exts: Sequence[str] | None = None,
         progress: Callable[[int, int], None] | None = None,
-    ) -> np.ndarray:
-        """``uint64[n, len(CROPS), 6]``, one row per SHA in order; computes only new images."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Hashes ``uint64[n, len(CROPS), 3]`` and layouts ``uint8[n, LAYOUT²·3]``, one row per
+        SHA in order; computes only images not cached yet."""
         shas = list(shas)
         with self._lock:
             todo = [s for s in dict.fromkeys(shas) if s not in self._memory]
@@ -137,11 +142,11 @@ class HashCache:
                 todo = [s for s in todo if s not in self._memory]
         if todo:
             where = dict(zip(shas, exts, strict=True)) if exts is not None else {}
-            fresh: dict[str, np.ndarray] = {}
+            fresh: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             for done, sha in enumerate(todo, 1):
                 path = stored_image(self.settings, sha, where.get(sha, "png"))
                 with Image.open(path) as img:
-                    fresh[sha] = image_hash(img)
+                    fresh[sha] = image_signature(img)
                 if progress is not None and (done % 50 == 0 or done == len(todo)):
                     progress(done, len(todo))
             self._save(fresh)
@@ -150,11 +155,18 @@ class HashCache:
                 self.computed += len(fresh)
         with self._lock:
             if not shas:
-                return np.zeros((0, len(CROPS), 2 * CHANNELS), dtype=np.uint64)
-            return np.stack([self._memory[s] for s in shas])
+                empty = np.zeros((0, len(CROPS), CHANNELS), dtype=np.uint64)
+                return empty, np.zeros((0, _LAYOUT_BYTES), dtype=np.uint8)
+            hashes = np.stack([self._memory[s][0] for s in shas])
+            layouts = np.stack([self._memory[s][1] for s in shas])
+        return hashes, layouts
+
+    def hashes(self, shas: Sequence[str], exts: Sequence[str] | None = None) -> np.ndarray:
+        """Only the hashes of :meth:`signatures`."""
+        return self.signatures(shas, exts)[0]
 
     def _load(self, shas: list[str]) -> None:
-        found: dict[str, np.ndarray] = {}
+        found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         conn = self._connect()
         try:
             for start in range(0, len(shas), 500):
@@ -165,15 +177,16 @@ class HashCache:
                     chunk,
                 )
                 for sha, bits in rows:
-                    value = np.frombuffer(bits, dtype=np.uint64)
-                    if value.size == len(CROPS) * 2 * CHANNELS:
-                        found[sha] = value.reshape(len(CROPS), 2 * CHANNELS).copy()
+                    if len(bits) == _HASH_BYTES + _LAYOUT_BYTES:
+                        hashes = np.frombuffer(bits[:_HASH_BYTES], dtype=np.uint64)
+                        layout = np.frombuffer(bits[_HASH_BYTES:], dtype=np.uint8)
+                        found[sha] = (hashes.reshape(len(CROPS), CHANNELS).copy(), layout.copy())
         finally:
             conn.close()
         with self._lock:
             self._memory.update(found)
 
-    def _save(self, fresh: dict[str, np.ndarray]) -> None:
+    def _save(self, fresh: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         if not fresh:
             return
         conn = self._connect()
@@ -181,7 +194,10 @@ class HashCache:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
                 f"INSERT OR IGNORE INTO hashes_v{HASH_VERSION}(sha256, bits) VALUES (?, ?)",
-                [(sha, value.astype(np.uint64).tobytes()) for sha, value in fresh.items()],
+                [
+                    (sha, hashes.astype(np.uint64).tobytes() + layout.astype(np.uint8).tobytes())
+                    for sha, (hashes, layout) in fresh.items()
+                ],
             )
             conn.execute("COMMIT")
         finally:
@@ -189,16 +205,15 @@ class HashCache:
 
 
 def _distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Largest per-channel count of confident bits (in both) that differ: ``[..., 6] → [...]``."""
-    differ = (x[..., :CHANNELS] ^ y[..., :CHANNELS]) & x[..., CHANNELS:] & y[..., CHANNELS:]
-    return np.bitwise_count(differ).max(-1)
+    """Largest per-channel Hamming distance: ``[..., 3] → [...]``."""
+    return np.bitwise_count(x ^ y).max(-1)
 
 
 def hash_distances(hashes: np.ndarray, rows: slice | None = None) -> np.ndarray:
     """Distance of every image in ``rows`` to every image: ``int[len(rows), n]``.
 
     The distance of two images is the smallest, over "one whole, the other whole or cropped",
-    of the largest per-channel Hamming distance (0–64, confident bits only): all three channels
+    of the largest per-channel Hamming distance (0–64): all three channels
     must be close.
     """
     rows = rows or slice(0, len(hashes))
@@ -221,7 +236,7 @@ def hash_distance_pairs(
     """Every pair ``(i, j, distance)`` with ``i < j`` and distance at most ``max_distance``."""
     n = len(hashes)
     found: list[tuple[int, int, int]] = []
-    step = max(1, chunk_elements // max(1, n * len(CROPS) * 2 * CHANNELS))
+    step = max(1, chunk_elements // max(1, n * len(CROPS) * CHANNELS))
     for start in range(0, n, step):
         block = hash_distances(hashes, slice(start, min(n, start + step)))
         rows, cols = np.nonzero(block <= max_distance)
@@ -230,6 +245,36 @@ def hash_distance_pairs(
             if i < c:
                 found.append((i, c, int(block[r, c])))
     return found
+
+
+def layout_pairs(
+    layouts: np.ndarray, neighbours: int = 2, max_rms: float = 0.04
+) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, where ``j`` is one of ``i``'s ``neighbours`` nearest layouts
+    (or the other way round) and their RMS colour difference is at most ``max_rms`` (share of
+    full scale)."""
+    n = len(layouts)
+    if n < 2:
+        return []
+    x = layouts.astype(np.float32) / 255.0
+    norms = (x * x).sum(axis=1)
+    found: set[tuple[int, int]] = set()
+    k = min(neighbours, n - 1)
+    limit = max_rms * max_rms * x.shape[1]
+    for start in range(0, n, 1024):
+        block = x[start : start + 1024]
+        d2 = norms[start : start + len(block), None] + norms[None, :] - 2.0 * (block @ x.T)
+        for r in range(len(block)):
+            d2[r, start + r] = np.inf
+        nearest = (
+            np.argpartition(d2, k - 1, axis=1)[:, :k] if k < n - 1 else np.argsort(d2, 1)[:, :k]
+        )
+        for r, row in enumerate(nearest):
+            i = start + r
+            for j in row.tolist():
+                if d2[r, j] <= limit:
+                    found.add((min(i, j), max(i, j)))
+    return sorted(found)
 
 
 # -- confirming a candidate by its pixels ---------------------------------------------------------
