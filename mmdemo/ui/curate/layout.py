@@ -14,6 +14,7 @@ from mmdemo.data.store import SPLITS
 from mmdemo.hub.publish import on_space
 from mmdemo.services import Services
 from mmdemo.ui.common import Shared, collection_names, without_trigger
+from mmdemo.ui.curate.checks import layout_checks_panel, wire_checks_panel
 from mmdemo.ui.curate.handlers import (
     ALL_SPLITS,
     CurateState,
@@ -176,6 +177,7 @@ def build_curate(services: Services, shared: Shared) -> None:
 
     splits_panel = layout_splits_panel(services, first.state)
     map_panel = layout_map_panel(services)
+    checks_panel = layout_checks_panel()
 
     with gr.Row(equal_height=True):
         message = gr.Markdown(elem_id="mm-message")
@@ -272,6 +274,7 @@ def build_curate(services: Services, shared: Shared) -> None:
         return without_trigger(CurateView._fields, components, as_outputs, trigger)
 
     wire_splits_panel(services, splits_panel, state, view, as_outputs)
+    wire_checks_panel(services, checks_panel, state, view, as_outputs)
     map_click = wire_map_panel(
         services, shared, map_panel, state, view, as_outputs, splits_panel, caption
     )

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import gradio as gr
 
 from mmdemo.data.store import StoreError
+from mmdemo.retrieval.checks import eval_leaks
 from mmdemo.services import Services
 from mmdemo.text import md
 from mmdemo.training.run import TrainingError, detect_precision
@@ -103,7 +104,30 @@ def collection_summary(services: Services, name: str | None) -> str:
         text += " · ⚠️ a finetune needs at least 2 train pairs"
     elif evals == 0:
         text += " · ⚠️ the eval split is empty, so the finetune cannot be measured"
+    else:
+        text += leak_warning(services, found.id)
     return text
+
+
+def leak_warning(services: Services, collection_id: int) -> str:
+    """The summary's warning when eval/test holds copies of train images, else ``""``.
+
+    Memoised per version of the collection's pairs, over hashes cached on disk, so it is cheap
+    on every view of the tab."""
+    try:
+        leaks = eval_leaks(services, collection_id)
+    except (OSError, ValueError, StoreError):  # an unreadable image: no warning, not a failure
+        return ""
+    if not leaks:
+        return ""
+    held = sum(sum(s != "train" for s in g.splits) for g in leaks)
+    copies = "pair is a copy" if held == 1 else "pairs are copies"
+    groups = f"{len(leaks):,} group{'s' if len(leaks) != 1 else ''}"
+    return (
+        f" · ⚠️ eval leaks train: {held:,} eval/test {copies} of train images ({groups}), so"
+        " eval metrics will look better than they are; Curate → Data checks moves them into"
+        " one split"
+    )
 
 
 def split_offer(services: Services, name: str | None) -> Any:
