@@ -80,7 +80,9 @@ def test_run_shows_the_leaking_group_with_thumbnails_and_escaped_text(services: 
     assert row[2] == "train, eval" and row[4] == "train"
     assert EVIL in row[5]  # dataframe cells are plain text
     assert len(view.thumbs) == 2 and all(path.endswith(".jpg") for path, _ in view.thumbs)
-    assert "<img" not in view.summary and "leak between train" in plain(view.summary)
+    assert "<img" not in view.summary and "1 duplicate group leaks between train" in plain(
+        view.summary
+    )
     assert view.fix["interactive"] is True and "1 leaking group" in view.fix["value"]
     assert view.undo["visible"] is False
 

@@ -204,8 +204,8 @@ def _summary(report: CheckReport, note: str = "") -> str:
     model = f" · image embeddings of {md(report.model)}" if report.model else " · hashes only"
     leaks = len(report.leaks)
     head = (
-        f"⚠ **{leaks:,} duplicate group{'s' if leaks != 1 else ''} leak between train and "
-        "eval/test.** "
+        f"⚠ **{leaks:,} duplicate {'group leaks' if leaks == 1 else 'groups leak'} between"
+        " train and eval/test.** "
         if leaks
         else "✓ No duplicates across train and eval/test. "
     )
