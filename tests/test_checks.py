@@ -14,18 +14,17 @@ from PIL import Image, ImageDraw
 
 from bench.bench_check import distinct_image, edited, plant, score
 from mmdemo.cli import main
+from mmdemo.data.caption_checks import caption_groups, near_duplicate_words
 from mmdemo.data.ingest import ImportReport, ingest_item
 from mmdemo.data.splits import undo_split_change
 from mmdemo.retrieval import phash
 from mmdemo.retrieval.checks import (
     CheckOptions,
-    caption_groups,
     check_collection,
     eval_leaks,
     fix_leakage,
     hash_cache_of,
     leak_target,
-    near_duplicate_words,
     outliers,
     with_current_splits,
 )
