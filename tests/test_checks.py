@@ -131,7 +131,7 @@ def test_hashes_are_cached_on_disk_and_the_eval_leak_warning_is_memoised(planted
     fresh = phash.HashCache(services.settings)  # a new process reads them back from disk
     shas = [p.image_sha256 for p in services.store.list_pairs(collection.id)]
     assert np.array_equal(fresh.hashes(shas), cache.hashes(shas)) and fresh.computed == 0
-    first = eval_leaks(services, collection.id)
+    first = eval_leaks(services, collection.id, max_new_hashes=0)  # every hash is cached
     assert first and all(g.crosses_splits for g in first)
     assert eval_leaks(services, collection.id) is first
 
@@ -317,3 +317,12 @@ def test_check_command_prints_json_and_fixes_leakage(capsys, tmp_path: Path, mon
     assert again["cross_split_duplicates"] == [] and again["counts"]["duplicate_groups"] == 1
     code, _, err = run_cli(capsys, "--home", str(home), "check", "--collection", "nope")
     assert code == 1 and "nope" in err
+
+
+def test_eval_leaks_does_not_hash_a_big_collection_on_a_view(services: Services):
+    rng = random.Random(9)
+    _add(services, "unhashed", [(_png(distinct_image(rng, i)), f"p {i}", "eval") for i in range(3)])
+    collection = services.store.collection("unhashed")
+    assert eval_leaks(services, collection.id, max_new_hashes=2) is None
+    assert hash_cache_of(services).computed == 0
+    assert eval_leaks(services, collection.id, max_new_hashes=3) == ()

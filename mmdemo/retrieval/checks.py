@@ -541,10 +541,18 @@ def check_collection(
     )
 
 
-def eval_leaks(services: Services, collection_id: int) -> tuple[DuplicateGroup, ...]:
+MAX_HASHES_ON_VIEW = 2000
+""":func:`eval_leaks` hashes at most this many new images (a few seconds); with more missing it
+answers ``None`` until the Data checks (which hash everything once) have run."""
+
+
+def eval_leaks(
+    services: Services, collection_id: int, max_new_hashes: int = MAX_HASHES_ON_VIEW
+) -> tuple[DuplicateGroup, ...] | None:
     """Duplicate groups across train and eval/test by hashes and pixels only (no model, only
     train-vs-eval/test candidates compared), memoised until the collection's pairs change, over
-    hashes cached on disk: cheap enough for the Finetune tab to ask on every view."""
+    hashes cached on disk: cheap enough for the Finetune tab to ask on every view. ``None``
+    (not known yet) when more than ``max_new_hashes`` images have no cached hash."""
     store = services.store
     signature = store.pairs_signature(collection_id)
     key = ("phash", "leaks", collection_id, signature)
@@ -567,4 +575,7 @@ def eval_leaks(services: Services, collection_id: int) -> tuple[DuplicateGroup, 
         )
         return tuple(g for g in groups if g.crosses_splits)
 
+    shas = [p.image_sha256 for p in store.list_pairs(collection_id)]
+    if len(hash_cache_of(services).missing(shas)) > max_new_hashes:
+        return None
     return _embedding_cache(services).derived(key, build)

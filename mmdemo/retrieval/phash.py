@@ -161,6 +161,16 @@ class HashCache:
             layouts = np.stack([self._memory[s][1] for s in shas])
         return hashes, layouts
 
+    def missing(self, shas: Sequence[str]) -> list[str]:
+        """The distinct SHAs among ``shas`` with no cached signature (in memory or on disk)."""
+        with self._lock:
+            todo = [s for s in dict.fromkeys(shas) if s not in self._memory]
+        if todo:
+            self._load(todo)
+            with self._lock:
+                todo = [s for s in todo if s not in self._memory]
+        return todo
+
     def hashes(self, shas: Sequence[str], exts: Sequence[str] | None = None) -> np.ndarray:
         """Only the hashes of :meth:`signatures`."""
         return self.signatures(shas, exts)[0]
