@@ -125,3 +125,11 @@ def test_finetune_summary_warns_when_eval_leaks_train(services: Services):
     services.store.set_splits({ids[1]: "train"})
     assert "eval leaks train" not in collection_summary(services, "ui-finetune")
     assert "eval leaks train" not in collection_summary(services, "demo-shapes")
+
+
+def test_the_collection_name_in_the_summary_is_escaped(services: Services):
+    name = "ui <img src=x onerror=alert(1)>"
+    leaky(services, name)
+    view = ck.run_clicked(services, state_for(name), ck.ChecksState(), hashes_only=True).view
+    assert "<img" not in view.summary
+    assert f"“{name}”" in plain(view.summary)

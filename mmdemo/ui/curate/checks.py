@@ -209,7 +209,8 @@ def _summary(report: CheckReport, note: str = "") -> str:
         if leaks
         else "✓ No duplicates across train and eval/test. "
     )
-    return head + md(report.summary()) + model + (f"\n\n{note}" if note else "")
+    where = f"“{md(report.collection)}”: "
+    return head + where + md(report.summary()) + model + (f"\n\n{note}" if note else "")
 
 
 def show(services: Services, checks: ChecksState, message: str = "") -> ChecksView:
@@ -412,5 +413,9 @@ def wire_checks_panel(
         show_progress_on=[panel.summary],
         **common,
     )
-    panel.fix.click(on_fix, [state, panel.checks], moved, **common)
-    panel.undo.click(on_undo, [state, panel.checks], moved, **common)
+    panel.fix.click(
+        on_fix, [state, panel.checks], moved, show_progress_on=[panel.summary], **common
+    )
+    panel.undo.click(
+        on_undo, [state, panel.checks], moved, show_progress_on=[panel.summary], **common
+    )
