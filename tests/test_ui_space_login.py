@@ -330,7 +330,11 @@ WRITERS = {
     "on_leave_caption": 1,  # leaving the caption box saves it
     "on_delete_pair": 1,
     "on_import": 1,
-    "on_undo": 5,  # Curate, Label, Compare, and the Splits panel's undo of a split and of a move
+    "on_undo": 6,  # Curate, Label, Compare, the Splits panel's undo of a split and of a move,
+    # and the Data checks' undo of a leak fix
+    "on_make": 1,  # the Splits panel makes splits
+    "on_move": 2,  # the Splits panel's and the embedding map's move to a split
+    "on_fix": 1,  # the Data checks move leaking groups into one split
     # Label and Compare
     "on_negative": 2,
     "on_also": 2,
