@@ -170,7 +170,7 @@ class Settings:
             demo_pairs=_env_int(env, "MMDEMO_DEMO_PAIRS", 540),
             train_niceness=_env_int(env, "MMDEMO_TRAIN_NICENESS", 10),
             space_id=env.get("SPACE_ID") or None,
-            label_overlap=min(1.0, max(0.0, float(env.get("MMDEMO_LABEL_OVERLAP") or 0.0))),
+            label_overlap=min(1.0, max(0.0, _env_float(env, "MMDEMO_LABEL_OVERLAP", 0.0))),
             sync_to=(env.get("MMDEMO_SYNC_TO") or "").strip() or None,
             sync_every_s=every,
         )

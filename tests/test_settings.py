@@ -41,3 +41,10 @@ def test_every_setting_has_an_env_var_and_is_documented_in_the_readme():
 def test_on_a_space_the_app_listens_on_every_interface():
     assert Settings.from_env({"SPACE_ID": "alice/mmdemo"}).host == "0.0.0.0"
     assert Settings.from_env({"SPACE_ID": "alice/mmdemo", "MMDEMO_HOST": "::"}).host == "::"
+
+
+def test_bad_label_overlap_is_a_clear_error():
+    with pytest.raises(ValueError, match="MMDEMO_LABEL_OVERLAP must be a number, got 'abc'"):
+        Settings.from_env({"MMDEMO_LABEL_OVERLAP": "abc"})
+    assert Settings.from_env({"MMDEMO_LABEL_OVERLAP": " "}).label_overlap == 0.0
+    assert Settings.from_env({"MMDEMO_LABEL_OVERLAP": "2"}).label_overlap == 1.0
