@@ -143,6 +143,16 @@ def test_start_from_an_unusable_run_is_refused_before_the_run_exists(services):
         store.get_run("nope")
 
 
+def test_start_from_a_run_of_another_collection_is_refused(services):
+    """Its training pairs could be this collection's eval pairs: the metrics would lie."""
+    store, settings = services.store, services.settings
+    other = store.create_collection("rounds-other")
+    store.create_run("other-round", other.id, services.model.spec, "/nowhere")
+    with pytest.raises(TrainingError, match="trained on another collection"):
+        run_training(store, settings, DEMO_COLLECTION, SHORT, "nope2", start_from="other-round")
+    assert not (settings.runs_dir / "nope2").exists()
+
+
 @pytest.mark.slow
 def test_cli_train_start_from(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("MMDEMO_BASE_MODEL", "tiny")

@@ -87,14 +87,23 @@ def config_lineage(config: dict[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-def resolve_start(store: Store, name: str) -> StartPoint:
-    """The start point of a run continuing from ``name``: a finished run that saved a model."""
+def resolve_start(store: Store, name: str, collection_id: int | None = None) -> StartPoint:
+    """The start point of a run continuing from ``name``: a finished run that saved a model.
+
+    With ``collection_id``, the run must have trained on that collection: a run of another
+    collection may have trained on this one's eval images and would inflate its metrics.
+    """
     from mmdemo.retrieval.compare import run_model_dir
 
     try:
         run = store.get_run(name)
     except StoreError as exc:
         raise StartError(f"No run named {name!r} to start from.") from exc
+    if collection_id is not None and run.collection_id != collection_id:
+        raise StartError(
+            f"The run {name!r} trained on another collection; start from a run of this one "
+            "(its training pairs could be this collection's eval pairs)."
+        )
     if run.status != FINISHED:
         raise StartError(f"The run {name!r} is {run.status}; start from a finished run.")
     folder = run_model_dir(run.path)

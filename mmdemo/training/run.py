@@ -332,7 +332,7 @@ def run_training(
             f"The eval split of {collection!r} is empty, so the finetune could not be measured. "
             "Move some pairs to the eval split first."
         )
-    start = _start_point(store, start_from)
+    start = _start_point(store, start_from, found.id)
     if start is not None:
         base_model = start.base_model
     if base_model is None:
@@ -512,14 +512,14 @@ def _summary(metrics: dict[str, Any], result: RunResult, stop_reason: str | None
     return text + "."
 
 
-def _start_point(store: Store, start_from: str | None) -> Any:
+def _start_point(store: Store, start_from: str | None, collection_id: int) -> Any:
     """The :class:`~mmdemo.training.rounds.StartPoint` of ``start_from`` (``None``: base)."""
     if not start_from:
         return None
     from mmdemo.training.rounds import StartError, resolve_start
 
     try:
-        return resolve_start(store, start_from)
+        return resolve_start(store, start_from, collection_id)
     except StartError as exc:
         raise TrainingError(str(exc)) from exc
 

@@ -279,7 +279,7 @@ def start_finetune(
             config,
             base_model=services.model.spec,
             gpu=services.gpu,
-            start_from=_start_from(services, start_from),
+            start_from=_start_from(services, collection, start_from),
             after=services.after_finetune,
         )
         services.jobs.start(job)
@@ -290,7 +290,7 @@ def start_finetune(
     return Action(f"Started a finetune on “{md(collection)}”.", refresh(services))
 
 
-def _start_from(services: Services, value: str | None) -> str | None:
+def _start_from(services: Services, collection: str, value: str | None) -> str | None:
     """The run to continue from, checked now (a message at Start, not a failed run)."""
     from mmdemo.training.rounds import StartError, resolve_start
 
@@ -298,7 +298,8 @@ def _start_from(services: Services, value: str | None) -> str | None:
     if name is None:
         return None
     try:
-        resolve_start(services.store, name)
+        found = services.store.find_collection(collection)
+        resolve_start(services.store, name, found.id if found else None)
     except StartError as exc:
         raise TrainingError(str(exc)) from exc
     return name
