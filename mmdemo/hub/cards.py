@@ -119,9 +119,9 @@ class ModelCardInfo:
     evaluation: CardEvaluation | None = None
     is_tiny_base: bool = False
     tiny_base: str = "CLIP"
+    """Which built-in tiny model the base is, when ``is_tiny_base`` (CLIP, SigLIP, SigLIP 2)."""
     lineage: tuple[str, ...] = ()
     """The mmdemo runs this model continued from, first round first (empty: from the base)."""
-    """Which built-in tiny model the base is, when ``is_tiny_base`` (CLIP, SigLIP, SigLIP 2)."""
 
 
 # -- pieces ------------------------------------------------------------------------------------

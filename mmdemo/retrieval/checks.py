@@ -38,6 +38,7 @@ from mmdemo.data.caption_checks import (
 )
 from mmdemo.data.splits import SplitChange, assign_splits
 from mmdemo.data.store import Pair, Store
+from mmdemo.retrieval.compare import embedding_cache
 from mmdemo.retrieval.embeddings import EmbeddingCache, Encoder
 from mmdemo.retrieval.phash import (
     HashCache,
@@ -501,14 +502,8 @@ def with_current_splits(store: Store, report: CheckReport) -> CheckReport:
 # -- the app's and the CLI's entry points ---------------------------------------------------------
 def hash_cache_of(services: Services) -> HashCache:
     """The process's hash cache (kept on the embedding cache's memo, so it lives as long)."""
-    cache = _embedding_cache(services)
+    cache = embedding_cache(services)
     return cache.derived(("phash", "hash-cache"), lambda: HashCache(services.settings))
-
-
-def _embedding_cache(services: Services) -> EmbeddingCache:
-    if services.embeddings is None:
-        services.embeddings = EmbeddingCache(services.settings)
-    return services.embeddings
 
 
 def check_collection(
@@ -527,7 +522,7 @@ def check_collection(
     label = None
     if model is not None and options.use_embeddings:
         loaded = load(services, resolve_model(services.store, services.model, model))
-        embeddings = (_embedding_cache(services), loaded.model, loaded.fingerprint)
+        embeddings = (embedding_cache(services), loaded.model, loaded.fingerprint)
         label = loaded.ref.label
     return run_checks(
         services.store,
@@ -578,4 +573,4 @@ def eval_leaks(
     shas = [p.image_sha256 for p in store.list_pairs(collection_id)]
     if len(hash_cache_of(services).missing(shas)) > max_new_hashes:
         return None
-    return _embedding_cache(services).derived(key, build)
+    return embedding_cache(services).derived(key, build)

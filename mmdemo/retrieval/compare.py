@@ -154,7 +154,8 @@ def load(services: Services, ref: ModelRef) -> LoadedModel:
     return LoadedModel(ref, model, model_fingerprint(ref.spec))
 
 
-def _cache(services: Services) -> EmbeddingCache:
+def embedding_cache(services: Services) -> EmbeddingCache:
+    """The app's one embedding cache (made on first use), shared by every tab and chore."""
     if services.embeddings is None:
         services.embeddings = EmbeddingCache(services.settings)
     return services.embeddings
@@ -170,7 +171,7 @@ def ensure_corpus(
     """The collection's (or a split's) image matrix; encodes the images not cached yet."""
     return collection_corpus(
         services.store,
-        _cache(services),
+        embedding_cache(services),
         loaded.model,
         loaded.fingerprint,
         collection_id,
@@ -192,7 +193,8 @@ def model_metrics(
     corpus = ensure_corpus(services, loaded, collection_id, split, progress)
     if len(corpus) == 0:
         return None
-    texts = _cache(services).text_embeddings(loaded.model, loaded.fingerprint, corpus.captions)
+    cache = embedding_cache(services)
+    texts = cache.text_embeddings(loaded.model, loaded.fingerprint, corpus.captions)
     return retrieval_metrics(texts, np.asarray(corpus.matrix), corpus.captions, corpus.shas)
 
 
@@ -228,7 +230,7 @@ def rank_changes(
     return compare_runs(
         services.store,
         services.settings,
-        _cache(services),
+        embedding_cache(services),
         a.model,
         a.fingerprint,
         b.model,
@@ -250,7 +252,7 @@ def binding(
         services.settings,
         collection_id,
         split,
-        cache=_cache(services),
+        cache=embedding_cache(services),
         fingerprint_a=a.fingerprint,
         fingerprint_b=b.fingerprint,
     )
@@ -294,7 +296,7 @@ def search_command(
     hits = search_collection(
         services.store,
         services.settings,
-        _cache(services),
+        embedding_cache(services),
         loaded.model,
         loaded.fingerprint,
         collection_id,

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from mmdemo.retrieval.compare import _cache, ensure_corpus, load, resolve_model
+from mmdemo.retrieval.compare import embedding_cache, ensure_corpus, load, resolve_model
 
 if TYPE_CHECKING:
     from mmdemo.services import Services
@@ -28,7 +28,7 @@ def warm_model(services: Services, model_key: str, collection_id: int) -> dict[s
     started = time.perf_counter()
     store = services.store
     found = store.collection_by_id(collection_id)
-    cache = _cache(services)
+    cache = embedding_cache(services)
     before = cache.encoded_items
     loaded = load(services, resolve_model(store, services.model, model_key))
     corpus = ensure_corpus(services, loaded, found.id)
