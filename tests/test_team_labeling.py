@@ -11,6 +11,7 @@ import pytest
 from mmdemo.data.agreement import agreement, cohen_kappa, conflicts, consensus
 from mmdemo.data.images import ImageLimits, ingest_image_bytes
 from mmdemo.data.store import _MIGRATIONS, SCHEMA_VERSION, NegativeLabel, Store
+from mmdemo.retrieval.compare import set_label
 from mmdemo.retrieval.label_order import in_overlap, next_in_queue, shuffled
 from mmdemo.training.data import build_train_data
 from tests.conftest import make_image_bytes
@@ -54,6 +55,63 @@ def test_a_version_2_database_keeps_its_labels_and_gains_per_author_labels(setti
         # Still one label per author and target.
         with pytest.raises(sqlite3.IntegrityError), store.transaction() as c:
             c.execute("INSERT INTO negatives VALUES (9, 1, 'b', NULL, 'negative', 'bob', 1)")
+    finally:
+        store.close()
+
+
+def test_labels_without_an_author_are_the_local_annotators_after_the_upgrade(settings):
+    conn = sqlite3.connect(settings.db_path)
+    conn.executescript(_MIGRATIONS[1] + _MIGRATIONS[2])
+    conn.execute("INSERT INTO collections VALUES (1, 'c', 1, 1)")
+    for sha in ("a", "b", "c", "d"):
+        conn.execute(f"INSERT INTO images VALUES ('{sha}', 32, 32, 'png', 10, 1)")
+    conn.execute("INSERT INTO pairs VALUES (1, 1, 'a', 'x', 'train', NULL, NULL, 1, 1, NULL)")
+    conn.execute("INSERT INTO negatives VALUES (1, 1, 'b', NULL, 'negative', NULL, 1)")
+    conn.execute("INSERT INTO negatives VALUES (2, 1, 'c', NULL, 'also-positive', NULL, 1)")
+    conn.execute("INSERT INTO negatives VALUES (3, 1, NULL, 'y', 'negative', NULL, 1)")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    store = Store(settings.db_path)
+    try:
+        assert [(lab.id, lab.kind) for lab in store.labels_for_pair(1)] == [
+            (1, "negative"),
+            (2, "also-positive"),
+            (3, "negative"),
+        ]
+        # The local annotator changes their mind about c: their old label is replaced, not
+        # kept next to the new one (where also-correct would overrule them).
+        edit = set_label(store, 1, "negative", sha256="c", author="local")
+        assert edit.previous is not None and edit.previous.id == 2
+        labels = store.labels_for_pair(1)
+        assert [(lab.id, lab.kind, lab.author) for lab in labels] == [
+            (1, "negative", None),
+            (2, "negative", "local"),
+            (3, "negative", None),
+        ]
+        assert [lab.kind for lab in consensus(labels)] == ["negative"] * 3
+        stats = store.collection_stats(1)
+        assert (stats.negatives, stats.also_positives, stats.caption_negatives) == (3, 0, 1)
+        # An import without an author updates the local label too; another person's is apart.
+        store.add_label(1, "also-positive", negative_sha256="c")
+        store.add_label(1, "negative", negative_sha256="c", author="bob")
+        assert sorted(
+            (lab.author, lab.kind)
+            for lab in store.labels_for_pair(1)
+            if lab.id != 1 and lab.negative_sha256 == "c"
+        ) == [("bob", "negative"), ("local", "also-positive")]
+        # A no-author row next to a "local" one (a database upgraded before this rule): the
+        # local annotator's newer label wins in the consensus, and relabeling merges the two.
+        with store.transaction() as c:
+            c.execute("INSERT INTO negatives VALUES (9, 1, 'd', NULL, 'also-positive', NULL, 1)")
+            c.execute("INSERT INTO negatives VALUES (10, 1, 'd', NULL, 'negative', 'local', 2)")
+        d_labels = [lab for lab in store.labels_for_pair(1) if lab.negative_sha256 == "d"]
+        assert [lab.kind for lab in consensus(d_labels)] == ["negative"]
+        stats = store.collection_stats(1)  # b, d and the caption; c is also correct (bob: no)
+        assert (stats.negatives, stats.also_positives) == (3, 1)
+        store.add_label(1, "negative", negative_sha256="d", author="local")
+        d_labels = [lab for lab in store.labels_for_pair(1) if lab.negative_sha256 == "d"]
+        assert [(lab.id, lab.author) for lab in d_labels] == [(10, "local")]
     finally:
         store.close()
 
@@ -152,6 +210,17 @@ def test_consensus_never_makes_an_also_correct_candidate_a_negative():
         ("z", n, "bob"),
     ]
     assert conflicts(labels) == 2
+    # Each annotator counts with their latest label: alice took back her also-correct on y.
+    later = [*labels, _label(1, "y", n, "alice", 4.0), _label(1, "w", a, None, 1.0)]
+    later.append(_label(1, "w", n, "local", 2.0))  # no author = local: changed their mind
+    chosen = consensus(later)
+    assert [(lab.negative_sha256, lab.kind) for lab in chosen] == [
+        ("x", a),
+        ("y", n),
+        ("z", n),
+        ("w", n),
+    ]
+    assert conflicts(later) == 1
 
 
 def test_training_rows_follow_the_rule_for_labels_by_different_authors(store, settings):
@@ -161,8 +230,8 @@ def test_training_rows_follow_the_rule_for_labels_by_different_authors(store, se
     store.add_label(anchor.id, "also-positive", negative_sha256=x.image_sha256, author="bob")
     store.add_label(anchor.id, "negative", negative_sha256=y.image_sha256, author="alice")
     store.add_label(anchor.id, "negative", negative_sha256=y.image_sha256, author="bob")
-    stats = store.collection_stats(c.id)  # y's two negatives count once
-    assert (stats.negatives, stats.also_positives) == (2, 1)
+    stats = store.collection_stats(c.id)  # as training counts: x also correct, y a negative once
+    assert (stats.negatives, stats.also_positives) == (1, 1)
     data = build_train_data(store, settings, c.id)
     negatives = data.columns["image_negatives"]["negative"]
     # x was marked also-correct by bob: never a negative; y is a negative once.

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
-from mmdemo.data.store import NegativeLabel
+from mmdemo.data.store import NegativeLabel, author_key
 
 KINDS = ("negative", "also-positive")
 
@@ -145,11 +145,27 @@ def agreement(labels: Iterable[NegativeLabel]) -> Agreement:
     )
 
 
+def latest_per_annotator(labels: Iterable[NegativeLabel]) -> list[NegativeLabel]:
+    """Each annotator's latest label of each target (no author: the local annotator's), in
+    the order the targets first appear."""
+    latest: dict[tuple, NegativeLabel] = {}
+    for label in labels:
+        key = (target_of(label), author_key(label.author))
+        held = latest.get(key)
+        if held is None or label.created_at >= held.created_at:
+            latest[key] = label
+    return list(latest.values())
+
+
 def consensus(labels: Iterable[NegativeLabel]) -> list[NegativeLabel]:
     """One label per target, in the order targets first appear: an also-positive when anyone
-    marked the target also correct (it is never a negative then), else its latest negative."""
+    marked the target also correct (it is never a negative then), else its latest negative.
+
+    Each annotator counts with their latest label of a target only (a label without an author
+    is the local annotator's, :func:`mmdemo.data.store.author_key`): someone who changed their
+    mind is not overruled by their own older label."""
     chosen: dict[tuple, NegativeLabel] = {}
-    for label in labels:
+    for label in latest_per_annotator(labels):
         key = target_of(label)
         held = chosen.get(key)
         if held is None:
@@ -164,6 +180,6 @@ def consensus(labels: Iterable[NegativeLabel]) -> list[NegativeLabel]:
 def conflicts(labels: Iterable[NegativeLabel]) -> int:
     """Targets marked a hard negative by someone and also correct by someone else."""
     kinds: dict[tuple, set[str]] = defaultdict(set)
-    for label in labels:
+    for label in latest_per_annotator(labels):
         kinds[target_of(label)].add(label.kind)
     return sum(1 for found in kinds.values() if len(found) > 1)

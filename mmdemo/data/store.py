@@ -30,6 +30,15 @@ SCHEMA_VERSION = 3
 SPLITS = ("train", "eval", "test")
 LABEL_KINDS = ("negative", "also-positive")
 RUN_STATUSES = ("queued", "running", "finished", "cancelled", "failed", "interrupted")
+LOCAL_AUTHOR = "local"
+"""Who labels off a Space. A label without an author (from before schema 3, or an import that
+named none) counts as theirs: the same annotator, whose newer label of a target replaces it."""
+
+
+def author_key(author: str | None) -> str:
+    """The annotator a label's ``author`` stands for (``None`` is :data:`LOCAL_AUTHOR`)."""
+    return author or LOCAL_AUTHOR
+
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -388,19 +397,24 @@ class Store:
         )
         splits = {s: 0 for s in SPLITS}
         splits.update({r["split"]: r["n"] for r in split_rows})
-        # A candidate two annotators gave the same kind counts once.
-        label_rows = self._query(
-            "SELECT n.kind, n.negative_caption IS NOT NULL AS is_caption, COUNT(DISTINCT"
-            " n.pair_id || ':' || IFNULL(n.negative_sha256, 'caption:' || n.negative_caption))"
-            " AS n"
+        # One decision per candidate, as training takes it (mmdemo.data.agreement.consensus):
+        # each annotator's latest label (no author: the local one's), then also-correct wins.
+        row = self._query(
+            "WITH latest AS (SELECT n.pair_id, n.negative_sha256, n.negative_caption, n.kind,"
+            " ROW_NUMBER() OVER (PARTITION BY n.pair_id, n.negative_sha256, n.negative_caption,"
+            " IFNULL(n.author, ?) ORDER BY n.created_at DESC, n.id DESC) AS nth"
             " FROM negatives n JOIN pairs p ON p.id = n.pair_id"
-            " WHERE p.collection_id = ? AND p.deleted_at IS NULL GROUP BY 1, 2",
-            (collection_id,),
+            " WHERE p.collection_id = ? AND p.deleted_at IS NULL),"
+            " decided AS (SELECT MAX(kind = 'also-positive') AS also,"
+            " MAX(negative_caption IS NOT NULL) AS is_caption FROM latest WHERE nth = 1"
+            " GROUP BY pair_id, negative_sha256, negative_caption)"
+            " SELECT IFNULL(SUM(also = 0), 0) AS negatives, IFNULL(SUM(also), 0) AS also,"
+            " IFNULL(SUM(also = 0 AND is_caption), 0) AS captions FROM decided",
+            (LOCAL_AUTHOR, collection_id),
+        )[0]
+        return CollectionStats(
+            sum(splits.values()), splits, row["negatives"], row["also"], row["captions"]
         )
-        negatives = sum(r["n"] for r in label_rows if r["kind"] == "negative")
-        also = sum(r["n"] for r in label_rows if r["kind"] == "also-positive")
-        captions = sum(r["n"] for r in label_rows if r["kind"] == "negative" and r["is_caption"])
-        return CollectionStats(sum(splits.values()), splits, negatives, also, captions)
 
     # -- images ------------------------------------------------------------------------
     def has_image(self, sha256: str) -> bool:
@@ -650,6 +664,8 @@ class Store:
 
         A label is one author's decision: the same author labeling the same target again
         updates its kind; another author's label of it is a row of its own (for agreement).
+        No author and :data:`LOCAL_AUTHOR` are the same annotator (:func:`author_key`): their
+        label is updated, keeping the name when one is known (a second such row is merged).
         """
         if kind not in LABEL_KINDS:
             raise StoreError(f"Unknown label kind {kind!r}; use one of {', '.join(LABEL_KINDS)}.")
@@ -669,17 +685,19 @@ class Store:
         target = negative_sha256 if negative_sha256 is not None else negative_caption
         now = _now()
         with self.transaction() as conn:
-            row = conn.execute(
-                f"SELECT id FROM negatives WHERE pair_id = ? AND {target_col} = ?"
-                " AND IFNULL(author, '') = IFNULL(?, '')",
-                (pair_id, target, author),
-            ).fetchone()
-            if row is not None:
+            rows = conn.execute(
+                f"SELECT id, author FROM negatives WHERE pair_id = ? AND {target_col} = ?"
+                " AND IFNULL(author, ?) = ? ORDER BY author IS NULL, id",
+                (pair_id, target, LOCAL_AUTHOR, author_key(author)),
+            ).fetchall()
+            if rows:
+                label_id = rows[0]["id"]
+                for extra in rows[1:]:  # a no-author row next to a "local" one (schema 3 at first)
+                    conn.execute("DELETE FROM negatives WHERE id = ?", (extra["id"],))
                 conn.execute(
                     "UPDATE negatives SET kind = ?, author = ?, created_at = ? WHERE id = ?",
-                    (kind, author, now, row["id"]),
+                    (kind, author or rows[0]["author"], now, label_id),
                 )
-                label_id = row["id"]
             else:
                 cur = conn.execute(
                     "INSERT INTO negatives(pair_id, negative_sha256, negative_caption, kind,"

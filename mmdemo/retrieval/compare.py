@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmdemo.data.images import image_path, thumb_path, train_path
-from mmdemo.data.store import NegativeLabel, Run, Store, StoreError
+from mmdemo.data.store import NegativeLabel, Run, Store, StoreError, author_key
 from mmdemo.retrieval.embeddings import EmbeddingCache, Encoder, ProgressFn
 from mmdemo.retrieval.evaluation import retrieval_metrics
 from mmdemo.retrieval.models import ModelChoice, model_fingerprint
@@ -456,7 +456,7 @@ def set_label(
         (
             lab
             for lab in store.labels_for_pair(pair_id)
-            if _same_target(lab, sha256, caption) and (lab.author or "") == (author or "")
+            if _same_target(lab, sha256, caption) and author_key(lab.author) == author_key(author)
         ),
         None,
     )
