@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from mmdemo.data.images import image_path, thumb_path, train_path
 from mmdemo.data.ingest import ImportReport, ingest_item
 from mmdemo.data.store import Store
 from mmdemo.hub import sync as sync_mod
+from mmdemo.hub.client import as_secret
 from mmdemo.hub.sync import (
     FolderBackend,
     HubBackend,
@@ -530,3 +532,65 @@ def test_the_background_thread_retries_a_failed_hub_push_before_the_next_interva
     finally:
         syncer.stop(final=False)
     assert "manifest.json" in api.repos[("dataset", "alice/state")]
+
+
+# -- review fixes --------------------------------------------------------------------------------
+def test_an_unexpected_error_never_shows_the_token(store, settings, tmp_path: Path, caplog):
+    fill(store, settings)
+    syncer = folder_syncer(store, settings, tmp_path / "target")
+    syncer.backend._token = as_secret(TOKEN)
+
+    def broken_push(files, message):
+        raise RuntimeError(f"Authorization: Bearer {TOKEN} refused for {TOKEN}")
+
+    syncer.backend.push = broken_push
+    with caplog.at_level(logging.DEBUG), pytest.raises(SyncError) as raised:
+        syncer.sync_once()
+    status = syncer.status()
+    for text in (str(raised.value), status.last_error, describe(status), caplog.text):
+        assert TOKEN not in text
+    assert "RuntimeError" in status.last_error and "***" in status.last_error
+
+
+def test_a_save_after_stop_keeps_no_connection_open(store, settings, tmp_path: Path, monkeypatch):
+    opened: list = []
+
+    class CountingReader(sync_mod.TableReader):
+        def __init__(self, db_path):
+            super().__init__(db_path)
+            self.closed = False
+            opened.append(self)
+
+        def close(self):
+            self.closed = True
+            super().close()
+
+    monkeypatch.setattr(sync_mod, "TableReader", CountingReader)
+    pairs = fill(store, settings)
+    syncer = folder_syncer(store, settings, tmp_path / "target")
+    syncer.stop(final=True)
+    store.add_label(pairs[1].id, "negative", negative_caption="a pink star", author="erin")
+    syncer.stop(final=True)  # Services.close() after the app's own stop: saves, then closes
+    assert syncer.sync_once().files == []  # a save after stop opens and closes its own
+    assert opened and all(reader.closed for reader in opened)
+    assert syncer._reader is None
+    labels = [
+        line["row"]["author"]
+        for path in sorted((tmp_path / "target" / "journal").glob("*"))
+        for line in journal_lines(path.read_bytes())[1:]
+        if line.get("put") == "negatives"
+    ]
+    assert "erin" in labels
+
+
+def test_a_row_holding_only_its_key_is_inserted_or_left_alone():
+    sql = sync_mod._upsert_sql("tags", ["id"], "id")
+    assert sql.endswith("ON CONFLICT(id) DO NOTHING")
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE tags (id INTEGER PRIMARY KEY, note TEXT DEFAULT 'x')")
+    conn.execute(sql, [1])
+    conn.execute(sql, [1])  # twice = once
+    assert conn.execute("SELECT id, note FROM tags").fetchall() == [(1, "x")]
+    full = sync_mod._upsert_sql("tags", ["id", "note"], "id")
+    conn.execute(full, [1, "y"])
+    assert conn.execute("SELECT note FROM tags").fetchall() == [("y",)]

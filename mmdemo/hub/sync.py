@@ -36,6 +36,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -500,6 +501,16 @@ def _replay(backend: Backend, files: list[str]) -> tuple[dict[str, dict[str, dic
     return state, seq, len(chosen)
 
 
+def _upsert_sql(table: str, names: list[str], key: str) -> str:
+    """``INSERT … ON CONFLICT`` of one row by its key (``DO NOTHING`` when it holds only it)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names if c != key)
+    action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        f" ON CONFLICT({key}) {action}"
+    )
+
+
 def _restore_image(backend: Backend, settings: Settings, row: dict) -> bool:
     """Fetch one image's original and rebuild its copies; False when it was already here."""
     sha, ext = row["sha256"], row["ext"]
@@ -545,13 +556,7 @@ def restore(
             key = KEYS.get(table, "id")
             for row in sorted(state[table].values(), key=lambda r: str(_key(table, r))):
                 names = [c for c in columns if c in row]
-                updates = ", ".join(f"{c} = excluded.{c}" for c in names if c != key)
-                conn.execute(
-                    f"INSERT INTO {table} ({', '.join(names)})"
-                    f" VALUES ({', '.join('?' * len(names))})"
-                    f" ON CONFLICT({key}) DO UPDATE SET {updates}",
-                    [row[c] for c in names],
-                )
+                conn.execute(_upsert_sql(table, names, key), [row[c] for c in names])
         # What is saved now is what the store holds: read back in this transaction, recorded
         # before the commit (a kill in between leaves an empty store, restored again next start).
         saved = {
@@ -643,6 +648,8 @@ class Syncer:
         self._manifest_written = False
         self._remote_manifest: dict | None = None
         self._reader: TableReader | None = None
+        self._stopped = False
+        """Set by :meth:`stop`: a later save (a second stop) closes its connection again."""
         self._state: SyncState | None = None
         """What is saved (as in the state file), kept in memory after the first save."""
         self._last: dict[str, dict[str, tuple]] | None = None
@@ -687,30 +694,41 @@ class Syncer:
         Raises :class:`SyncError`; the record of what is saved advances only after the push.
         """
         with self.lock:
-            started = time.monotonic()
             try:
-                report = self._sync()
-            except SyncError as exc:
-                self._failed(str(exc))
-                raise
-            except Exception as exc:  # noqa: BLE001 - a sync bug must not kill the thread
-                log.exception("Sync to %s failed", self.target.label)
-                message = f"{type(exc).__name__}: {exc}"
-                self._failed(message)
-                raise SyncError(message) from None
-            report = replace(report, seconds=time.monotonic() - started)
-            self._set_status(last_ok_at=time.time(), failures=0, last=report)
-            if report.files:
-                log.info(
-                    "Saved to %s: %d rows, %d deletes, %d images, %d bytes in %.2f s",
-                    self.target.label,
-                    report.rows,
-                    report.deletes,
-                    report.images,
-                    report.bytes,
-                    report.seconds,
-                )
-            return report
+                return self._sync_once()
+            finally:
+                if self._stopped:  # a save after stop() keeps no connection open
+                    self._close_reader()
+
+    def _sync_once(self) -> SyncReport:
+        started = time.monotonic()
+        try:
+            report = self._sync()
+        except SyncError as exc:
+            self._failed(str(exc))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a sync bug must not kill the thread
+            # The text (and the traceback) may hold the token: masked before it is logged,
+            # shown in the header or kept as the last error.
+            token = getattr(self.backend, "_token", None)
+            trace = "".join(traceback.format_exception(exc))
+            log.error("Sync to %s failed:\n%s", self.target.label, redact(trace, token))
+            message = redact(f"{type(exc).__name__}: {exc}", token)
+            self._failed(message)
+            raise SyncError(message) from None
+        report = replace(report, seconds=time.monotonic() - started)
+        self._set_status(last_ok_at=time.time(), failures=0, last=report)
+        if report.files:
+            log.info(
+                "Saved to %s: %d rows, %d deletes, %d images, %d bytes in %.2f s",
+                self.target.label,
+                report.rows,
+                report.deletes,
+                report.images,
+                report.bytes,
+                report.seconds,
+            )
+        return report
 
     def _failed(self, message: str) -> None:
         status = self.status()
@@ -733,6 +751,7 @@ class Syncer:
             self._manifest_written = remote.get("store_schema") == SCHEMA_VERSION
         if self._reader is None:
             self._reader = TableReader(self.store.db_path)
+            self._version = None  # data_version counts per connection: a new one compares none
         version = self._reader.data_version()  # before the read: a later write is seen next time
         if version == self._version and self._manifest_written:
             return SyncReport(0, 0, 0, 0, [], 0.0)
@@ -830,13 +849,17 @@ class Syncer:
         if self._thread is not None:
             self._thread.join(timeout=60)
             self._thread = None
+        self._stopped = True
         if final:
             with contextlib.suppress(SyncError):
                 self.sync_once()
         with self.lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+            self._close_reader()
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 def _typed_key(table: str, key: str) -> Any:
