@@ -207,7 +207,9 @@ def test_each_sync_writes_only_the_changes_and_each_image_once(store, settings, 
     store.remove_label(store.labels_for_pair(pairs[0].id)[0].id)
     second = syncer.sync_once()
     assert second.images == 0 and (second.rows, second.deletes) == (1, 1)
-    assert [f.split("/")[0] for f in second.files] == ["journal"]  # no image, no manifest again
+    # No image again; the manifest goes last with the save's seq (a save is in once it is).
+    assert [f.split("/")[0] for f in second.files] == ["journal", "manifest.json"]
+    assert json.loads((target / "manifest.json").read_text())["last_seq"] == 2
     lines = journal_lines((target / second.files[0]).read_bytes())
     assert lines[0]["header"]["seq"] == 2
     assert {"put": "negatives", "row": dataclasses.asdict(label)} in lines[1:]
@@ -594,3 +596,69 @@ def test_a_row_holding_only_its_key_is_inserted_or_left_alone():
     full = sync_mod._upsert_sql("tags", ["id", "note"], "id")
     conn.execute(full, [1, "y"])
     assert conn.execute("SELECT note FROM tags").fetchall() == [("y",)]
+
+
+def test_a_home_behind_the_target_refuses_to_save_over_a_newer_one(store, settings, tmp_path: Path):
+    """An old container still saving after a new one restored (or two hosts on one target)."""
+    pairs = fill(store, settings)
+    target = tmp_path / "target"
+    old = folder_syncer(store, settings, target)
+    old.sync_once()  # seq 1
+
+    other = new_home(tmp_path, "new", MMDEMO_SYNC_TO=str(target))
+    newer = Store(other.db_path)
+    try:
+        syncer = prepare_sync(newer, other)
+        newer.add_label(pairs[1].id, "negative", negative_caption="a pink star", author="erin")
+        assert syncer.sync_once().files  # seq 2, from the new home
+        store.add_label(pairs[3].id, "negative", negative_caption="a grey dot", author="frank")
+        with pytest.raises(SyncError, match="ahead of this home"):
+            old.sync_once()  # would write a second seq 2
+        status = old.status()
+        assert "#2, ahead of this home's #1" in status.last_error
+        assert "ahead of this home" in describe(status)
+        seqs = sorted(p.name[:8] for p in (target / "journal").glob("*.jsonl.gz"))
+        assert seqs == ["00000001", "00000002"]
+        assert json.loads((target / "manifest.json").read_text())["last_seq"] == 2
+        # The old home cannot start on the target either (it would save from #1 again).
+        with pytest.raises(SyncError, match="ahead of this home"):
+            prepare_sync(
+                store,
+                settings.__class__.from_env(
+                    {"MMDEMO_HOME": str(settings.home), "MMDEMO_SYNC_TO": str(target)}
+                ),
+            )
+
+        # The new home keeps saving; a third home restores erin's label, not frank's.
+        newer.add_label(pairs[2].id, "negative", negative_caption="a tiny cube", author="erin")
+        assert syncer.sync_once().files
+        third = new_home(tmp_path, "third", MMDEMO_SYNC_TO=str(target))
+        restored = Store(third.db_path)
+        try:
+            prepare_sync(restored, third)
+            captions = {lab.negative_caption for lab in restored.labels_for_collection(1)}
+            assert {"a pink star", "a tiny cube"} <= captions and "a grey dot" not in captions
+        finally:
+            restored.close()
+    finally:
+        newer.close()
+
+
+def test_a_push_cut_short_before_the_manifest_is_retried(store, settings, tmp_path: Path):
+    pairs = fill(store, settings)
+    target = tmp_path / "target"
+    syncer = folder_syncer(store, settings, target)
+    syncer.sync_once()
+    real_push = syncer.backend.push
+
+    def cut_short(files, message):
+        real_push([f for f in files if f[0] != "manifest.json"], message)
+        raise SyncError("connection lost")
+
+    syncer.backend.push = cut_short
+    store.add_label(pairs[1].id, "negative", negative_caption="a pink star", author="erin")
+    with pytest.raises(SyncError, match="connection lost"):
+        syncer.sync_once()  # journal #2 is there, the manifest still says #1
+    syncer.backend.push = real_push
+    assert syncer.sync_once().files  # its own half-save does not block it
+    assert json.loads((target / "manifest.json").read_text())["last_seq"] == 2

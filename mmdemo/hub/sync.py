@@ -418,13 +418,14 @@ def save_state(settings: Settings, target: Target, state: SyncState) -> None:
     os.replace(tmp, path)
 
 
-def _manifest(lineage: str, created_at: float) -> dict:
+def _manifest(lineage: str, created_at: float, last_seq: int) -> dict:
     return {
         "format": SYNC_FORMAT,
         "schema": SYNC_SCHEMA,
         "store_schema": SCHEMA_VERSION,
         "lineage": lineage,
         "created_at": created_at,
+        "last_seq": last_seq,
         "layout": {
             "images": "images/<sha256[:2]>/<sha256>.<ext>: originals, content-addressed",
             "journal": "journal/<seq>-<utc>-<id>.jsonl.gz: rows changed by one sync",
@@ -445,6 +446,16 @@ def read_manifest(backend: Backend, where: str) -> dict | None:
         raise SyncError(f"The manifest of {where} is not JSON ({exc}).") from None
     _check_schema(manifest, f"The sync target {where}")
     return manifest
+
+
+def target_seq(backend: Backend, manifest: dict) -> int:
+    """The newest save on the target: the manifest's ``last_seq`` (written last by each save),
+    else (a target written before it was kept) the newest journal or snapshot file's seq."""
+    last = manifest.get("last_seq")
+    if isinstance(last, int) and not isinstance(last, bool):
+        return last
+    numbers = [int(m.group(2)) for name in backend.list() if (m := _SEQ_FILE.match(name))]
+    return max(numbers, default=0)
 
 
 # -- restore ---------------------------------------------------------------------------------------
@@ -547,6 +558,11 @@ def restore(
     if manifest is None:
         return None
     state, seq, read = _replay(backend, backend.list())
+    if target_seq(backend, manifest) > seq:
+        raise SyncError(
+            f"The sync target {target.label} says it holds saves up to"
+            f" #{target_seq(backend, manifest)}, but its files end at #{seq}; nothing was restored."
+        )
     images = list(state["images"].values())
     with ThreadPoolExecutor(max_workers=8) as pool:
         fetched = sum(pool.map(lambda row: _restore_image(backend, settings, row), images))
@@ -685,8 +701,32 @@ class Syncer:
                 " an empty MMDEMO_HOME to restore it, or set MMDEMO_SYNC_TO to a new repo or"
                 " folder."
             )
+        if manifest is not None and state is not None:
+            self._check_not_ahead(manifest, state)
         self._manifest_checked = True
         self._remote_manifest = manifest
+
+    def _check_not_ahead(self, manifest: dict, state: SyncState) -> None:
+        """Refuse a target another process saved to after this home last saved or restored.
+
+        Two writers from one seq (an old container still saving after a new one restored, two
+        hosts on one target) would both write seq N+1 and the last replayed would drop the
+        other's rows; so a home only appends to the history it holds.
+        """
+        if manifest.get("lineage") != state.lineage:
+            raise SyncError(
+                f"The sync target {self.target.label} now holds the state of another mmdemo"
+                f" home; nothing was saved there. Set MMDEMO_SYNC_TO to a new repo or folder."
+            )
+        newest = target_seq(self.backend, manifest)
+        if newest > state.seq:
+            raise SyncError(
+                f"The sync target {self.target.label} holds saves up to #{newest}, ahead of this"
+                f" home's #{state.seq}: another mmdemo (an overlapping Space restart, or a second"
+                " host on the same target) saved there since this home last saved or restored."
+                " Nothing was saved, so its rows are kept; restart this app on an empty"
+                " MMDEMO_HOME to restore them, or set MMDEMO_SYNC_TO to a new repo or folder."
+            )
 
     def sync_once(self) -> SyncReport:
         """Save what changed since the last sync (nothing is written when nothing changed).
@@ -807,9 +847,13 @@ class Syncer:
             ]
             files.append((_file_name("snapshots", seq, now), _encode(header, everything)))
             since_snapshot = 0
-        if not self._manifest_written:  # once per process: the store schema may have grown
-            manifest = _manifest(state.lineage, (remote or {}).get("created_at", now))
-            files.append(("manifest.json", json.dumps(manifest, indent=1).encode()))
+        # Is the target still where this home left it? (read again right before each push)
+        current = read_manifest(self.backend, self.target.label)
+        if current is not None:
+            self._check_not_ahead(current, state)
+        # The manifest goes last, with the seq of this save: a save is complete once it is in.
+        manifest = _manifest(state.lineage, (current or remote or {}).get("created_at", now), seq)
+        files.append(("manifest.json", json.dumps(manifest, indent=1).encode()))
         message = f"mmdemo sync {seq}: {len(puts)} rows, {len(dels)} deletes, {len(images)} images"
         self.backend.push(files, message)
         saved = replace(state, seq=seq, hashes=hashes, since_snapshot=since_snapshot, saved_at=now)
@@ -903,7 +947,9 @@ def _with_retries(fn: Callable[[], Any], attempts: int = 3) -> Any:
         try:
             return fn()
         except SyncError as exc:
-            refused = "newer mmdemo" in str(exc) or "another mmdemo home" in str(exc)
+            refused = any(
+                words in str(exc) for words in ("newer mmdemo", "another mmdemo", "ahead of this")
+            )
             if refused or attempt == attempts - 1:
                 raise
             log.warning("Sync target not reachable (%s); retrying", exc)
