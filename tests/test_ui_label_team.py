@@ -138,3 +138,38 @@ def test_pairs_chosen_elsewhere_are_claimed_for_their_annotator(space):
     alice = h.open_tab(space, state, DEMO_COLLECTION, focus=focus, profile=ALICE)
     assert alice.state.pair_id == hardest
     assert session(space, BOB).state.pair_id != hardest  # alice has it open
+
+
+def test_clear_removes_only_the_annotators_own_label(space):
+    team = overlapping(space, 1.0)
+    alice = session(team, ALICE)
+    pair_id = alice.state.pair_id
+    h.mark(team, alice.state, "negative", profile=ALICE, picked=0, shown=pair_id)
+    bob = h.goto_pair(team, session(team, BOB).state, pair_id)
+    assert bob.state.candidates[0].label == "negative"  # alice's, shown (blind mode off)
+    refused = h.clear(team, bob.state, profile=BOB, picked=0, shown=pair_id)
+    assert "alice's label, not yours" in plain(refused.message)
+
+    def kinds() -> set:
+        return {(lab.author, lab.kind) for lab in team.store.labels_for_pair(pair_id)}
+
+    assert ("alice", "negative") in kinds()
+    # bob marks it himself, then clears: his label goes, alice's stays and shows again.
+    bobs = h.mark(team, refused.state, "also-positive", profile=BOB, picked=0, shown=pair_id)
+    assert ("bob", "also-positive") in kinds()
+    cleared = h.clear(team, bobs.state, profile=BOB, picked=0, shown=pair_id)
+    assert "Cleared" in plain(cleared.message)
+    assert ("alice", "negative") in kinds() and not any(a == "bob" for a, _ in kinds())
+    assert cleared.state.candidates[0].label == "negative"
+    # alice clears her own.
+    mine = h.goto_pair(team, alice.state, pair_id)
+    gone = h.clear(team, mine.state, profile=ALICE, picked=0, shown=pair_id)
+    assert "Cleared" in plain(gone.message) and not kinds()
+
+
+def test_a_label_without_an_author_is_the_local_annotators():
+    from mmdemo.data.store import NegativeLabel
+
+    old = NegativeLabel(1, 1, "x", None, "negative", None, 0.0)
+    assert h.visible_labels([old], "local", blind=True) == [old]
+    assert h.visible_labels([old], "alice", blind=True) == []

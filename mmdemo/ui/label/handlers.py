@@ -43,7 +43,7 @@ import gradio as gr
 
 from mmdemo.data.agreement import Agreement, agreement
 from mmdemo.data.images import image_path
-from mmdemo.data.store import Collection, NegativeLabel, Pair, StoreError
+from mmdemo.data.store import Collection, NegativeLabel, Pair, StoreError, author_key
 from mmdemo.hub.publish import on_space
 from mmdemo.retrieval.compare import (
     BASE,
@@ -211,8 +211,9 @@ def visible_labels(
     labels: Sequence[NegativeLabel], annotator: str | None, blind: bool
 ) -> list[NegativeLabel]:
     """The labels the annotator sees: blind, only their own; else everyone's, their own last
-    (so where two people labeled one candidate, the mark shown is the annotator's)."""
-    own = [lab for lab in labels if annotator is not None and lab.author == annotator]
+    (so where two people labeled one candidate, the mark shown is the annotator's). A label
+    without an author is the local annotator's (:func:`mmdemo.data.store.author_key`)."""
+    own = [lab for lab in labels if annotator is not None and author_key(lab.author) == annotator]
     if blind:
         return own
     return [lab for lab in labels if lab not in own] + own
@@ -833,7 +834,9 @@ def clear(
     shown: Any = None,
 ) -> LabelView:
     """Remove the selected candidate's label (on a Space: logged-in users only); ``picked`` and
-    ``shown`` as for :func:`mark`."""
+    ``shown`` as for :func:`mark`. On a Space only the annotator's own label: when the mark
+    shown is someone else's (blind mode off), it stays and the line says whose it is. Off a
+    Space there is one person, whose database it is: any label shown may go."""
     try:
         require_login(profile, services.settings)
     except LoginRequired as exc:
@@ -849,6 +852,16 @@ def clear(
     if candidate.label_id is None:
         return view(state, message=f"[{state.selected + 1}] has no label to clear.")
     try:
+        shown_label = services.store.get_label(candidate.label_id)
+        if on_space(services.settings) and author_key(shown_label.author) != state.annotator:
+            return view(
+                state,
+                message=warn(
+                    f"[{state.selected + 1}] shows {author_key(shown_label.author)}'s label, "
+                    "not yours: it stays (only they can clear it). Mark the candidate to add "
+                    "your own label."
+                ),
+            )
         edit = clear_label(services.store, candidate.label_id)
     except StoreError as exc:
         return view(state, message=warn(str(exc)))
