@@ -6,7 +6,6 @@ use it; and bench/bench_input.py runs (smoke sizes)."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -221,9 +220,13 @@ def test_trainer_steps_through_a_worker_process_and_the_run_hits_the_cache(
     trainer = _trainer(model, args, data, config, ProgressCallback(ProgressBoard(), None, None, 8))
     trainer.train()
     assert trainer.state.global_step == 3
-    assert multiprocessing.active_children()  # the persistent worker waits for more
+    loader = trainer._train_dataloader
+    holders = (loader, getattr(loader, "base_dataloader", None))
+    holder = next(h for h in holders if getattr(h, "_iterator", None) is not None)
+    workers = list(holder._iterator._workers)
+    assert workers and all(w.is_alive() for w in workers)  # persistent: waiting for more
     stop_loader_workers(trainer)
-    assert not multiprocessing.active_children()
+    assert not any(w.is_alive() for w in workers)
 
     hits = []
     for name in ("first", "second"):
