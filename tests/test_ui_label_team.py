@@ -173,3 +173,42 @@ def test_a_label_without_an_author_is_the_local_annotators():
     old = NegativeLabel(1, 1, "x", None, "negative", None, 0.0)
     assert h.visible_labels([old], "local", blind=True) == [old]
     assert h.visible_labels([old], "alice", blind=True) == []
+
+
+def _claimed_at(services: Services, pair_id: int) -> tuple:
+    with services.store.transaction() as conn:
+        row = conn.execute(
+            "SELECT author, claimed_at FROM label_claims WHERE pair_id = ?", (pair_id,)
+        ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def _age_claims(services: Services, seconds: float) -> None:
+    with services.store.transaction() as conn:
+        conn.execute("UPDATE label_claims SET claimed_at = claimed_at - ?", (seconds,))
+
+
+def test_a_pair_kept_open_stays_claimed_and_a_pair_someone_holds_shows_with_a_note(space):
+    alice = session(space, ALICE)
+    pair_id = alice.state.pair_id
+    assert _claimed_at(space, pair_id)[0] == "alice"
+    # 14 minutes later alice comes back to the tab: the pair shows again and her claim renews.
+    _age_claims(space, h.CLAIM_S - 60)
+    again = h.open_tab(space, alice.state, DEMO_COLLECTION, profile=ALICE)
+    assert again.state.pair_id == pair_id
+    author, at = _claimed_at(space, pair_id)
+    assert author == "alice" and at > h.time.time() - 60
+    # Another 14 minutes on, bob is still not sent to it.
+    _age_claims(space, h.CLAIM_S - 60)
+    assert session(space, BOB).state.pair_id != pair_id
+    # bob goes to it by its id: he may look, and is told alice has it open; it stays hers.
+    looked = h.goto_pair(space, session(space, BOB).state, pair_id)
+    assert looked.state.pair_id == pair_id
+    assert "open for **alice**" in looked.message
+    assert _claimed_at(space, pair_id)[0] == "alice"
+    # Pairs chosen elsewhere: the same note when someone else holds the first.
+    focus = {"collection": DEMO_COLLECTION, "pair_ids": [pair_id]}
+    state = h.on_load(space, h.initial_state(space), DEMO_COLLECTION).state
+    chosen = h.open_tab(space, state, DEMO_COLLECTION, focus=focus, profile=BOB)
+    assert chosen.state.pair_id == pair_id and "open for **alice**" in chosen.message
+    assert "<i>" not in h.claim_note(3, "<i>x</i>")  # the name is escaped

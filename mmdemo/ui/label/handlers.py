@@ -464,15 +464,21 @@ def show_pair(
     progress: Any = None,
     message: str = "",
     keep_selection: bool = False,
+    claimed: bool = False,
 ) -> LabelView:
     """Show a pair: its caption, its image and the model's top candidates (every output but
-    the model dropdown)."""
+    the model dropdown). On a Space the pair is claimed for the annotator (a claim of theirs
+    renewed) unless the queue just ``claimed`` it; when someone else holds it, it shows with a
+    note saying so."""
     try:
         pair, ref, task, gallery = load_candidates(
             services, state.model, pair_id, max(1, min(int(state.k), MAX_K)), progress
         )
     except FAILURES as exc:
         return view(state, message=warn(str(exc)))
+    holder = None if claimed else _claim(services, state, pair)
+    if holder is not None:
+        message = " ".join(part for part in (message, claim_note(pair.id, holder)) if part)
     labels = visible_labels(services.store.labels_for_pair(pair.id), state.annotator, state.blind)
     candidates = with_labels(task.candidates, labels)
     caption_labels = caption_labels_of(labels)
@@ -496,10 +502,26 @@ def show_pair(
     )
 
 
-def _claim(services: Services, state: LabelState, pair_id: int) -> None:
-    """On a Space, mark a pair the annotator was sent to (not by the queue) as theirs."""
-    if state.annotator and on_space(services.settings):
-        services.store.claim_pair(pair_id, state.annotator, time.time() - CLAIM_S)
+def _claim(services: Services, state: LabelState, pair: Pair) -> str | None:
+    """On a Space, claim the pair for the annotator (or renew their claim, for another
+    :data:`CLAIM_S`); who else holds it when that fails (``None``: theirs, an overlap pair
+    everyone labels, or off a Space)."""
+    if not (state.annotator and on_space(services.settings)):
+        return None
+    if in_overlap(pair.collection_id, pair.id, services.settings.label_overlap):
+        return None
+    expiry = time.time() - CLAIM_S
+    if services.store.claim_pair(pair.id, state.annotator, expiry):
+        return None
+    return services.store.claims(pair.collection_id, expiry).get(pair.id) or "another annotator"
+
+
+def claim_note(pair_id: int, holder: str) -> str:
+    """The line saying a pair shown is open for someone else (Markdown, the name escaped)."""
+    return (
+        f"Pair {pair_id} is open for **{md(holder)}** right now: you can look at it, but they "
+        "may be labeling it too."
+    )
 
 
 def _first_or_next(
@@ -539,7 +561,7 @@ def _first_or_next(
             or overlap(pair_id)
             or store.claim_pair(pair_id, str(state.annotator), expiry)
         ):
-            return show_pair(services, state, pair_id, progress, message)
+            return show_pair(services, state, pair_id, progress, message, claimed=claiming)
     which = "" if state.split == ALL_SPLITS else f" {state.split}"
     text = f"No{which} pairs to show."
     if order and state.unlabeled_only:
@@ -623,7 +645,6 @@ def open_tab(
             state = dataclasses.replace(state, history=history[-50:], selected=None)
             n = len(state.focus)
             said = f"Labeling the {n:,} pair{'s' * (n != 1)} you chose first."
-            _claim(services, state, state.focus[0])
             shown = show_pair(services, state, state.focus[0], progress, said)
     if shown is None and state.pair_id is not None and found is not None:
         try:
@@ -697,7 +718,6 @@ def next_pair(
     if state.focus and state.pair_id in state.focus:
         index = state.focus.index(state.pair_id)
         if index + 1 < len(state.focus):
-            _claim(services, state, state.focus[index + 1])
             return show_pair(services, state, state.focus[index + 1], progress)
         state = dataclasses.replace(state, focus=())
         return _first_or_next(services, state, None, progress, "Done with the pairs you chose.")
