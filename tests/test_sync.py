@@ -662,3 +662,92 @@ def test_a_push_cut_short_before_the_manifest_is_retried(store, settings, tmp_pa
     syncer.backend.push = real_push
     assert syncer.sync_once().files  # its own half-save does not block it
     assert json.loads((target / "manifest.json").read_text())["last_seq"] == 2
+
+
+def _tamper(target: Path, change) -> None:
+    """Rewrite the target's one journal with ``change(line)`` applied to each row line."""
+    (journal,) = (target / "journal").glob("*.jsonl.gz")
+    lines = journal_lines(journal.read_bytes())
+    for line in lines[1:]:
+        change(line)
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    journal.write_bytes(gzip.compress(text.encode()))
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "says"),
+    [
+        ("images", "ext", "png/../../../escaped", "extension"),
+        ("images", "sha256", "../" * 20 + "x" * 4, "SHA-256"),
+        ("pairs", "image_sha256", "zz", "SHA-256"),
+        ("pairs", "caption", "   ", "(?i)blank caption"),
+        ("pairs", "caption", "x" * 5000, "too long"),
+        ("negatives", "negative_caption", "", "(?i)blank caption"),
+        ("collections", "name", "n" * 300, "at most 100"),
+        ("runs", "name", "", "needs a name"),
+        ("pairs", "author", 7, "not text"),
+        ("pairs", "id", "1 OR 1", "whole number"),
+    ],
+)
+def test_a_restore_refuses_rows_the_store_would_not_write(
+    store, settings, tmp_path: Path, table: str, column: str, value, says: str
+):
+    fill(store, settings)
+    target = tmp_path / "target"
+    folder_syncer(store, settings, target).sync_once()
+    done = []
+
+    def change(line: dict) -> None:
+        if line.get("put") == table and not done and line["row"].get(column, "") is not None:
+            line["row"][column] = value
+            done.append(line)
+
+    _tamper(target, change)
+    assert done
+    other = new_home(tmp_path, "other", MMDEMO_SYNC_TO=str(target))
+    restored = Store(other.db_path)
+    try:
+        with pytest.raises(SyncError, match=says):
+            prepare_sync(restored, other)
+        assert sync_mod.is_empty(restored)
+        assert not (tmp_path / "escaped").exists()
+        assert not list(other.images_dir.rglob("*.*"))  # nothing fetched before the rows passed
+    finally:
+        restored.close()
+
+
+def test_a_restore_cleans_text_as_the_store_does(store, settings, tmp_path: Path):
+    fill(store, settings)
+    target = tmp_path / "target"
+    folder_syncer(store, settings, target).sync_once()
+
+    def change(line: dict) -> None:
+        if line.get("put") == "pairs" and line["row"]["caption"] == "a red square":
+            line["row"]["caption"] = "  a red\tsquare\x07 "
+        if line.get("put") == "collections":
+            line["row"]["name"] = " shapes\n"
+
+    _tamper(target, change)
+    other = new_home(tmp_path, "other", MMDEMO_SYNC_TO=str(target))
+    restored = Store(other.db_path)
+    try:
+        prepare_sync(restored, other)
+        assert current_rows(restored)["pairs"]["1"]["caption"] == "a red square"
+        assert [c.name for c in restored.list_collections()] == ["shapes"]
+    finally:
+        restored.close()
+
+
+def test_a_folder_target_never_reads_or_writes_outside_itself(tmp_path: Path):
+    backend = FolderBackend(tmp_path / "target")
+    (tmp_path / "secret").write_text("x")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "link").symlink_to(tmp_path)
+    for name in ("../secret", "/etc/passwd", "images/../../secret", "link/secret", "a//b", ""):
+        with pytest.raises(SyncError, match="leaves"):
+            backend.read(name)
+        with pytest.raises(SyncError, match="leaves"):
+            backend.push([(name, b"y")], "m")
+    assert (tmp_path / "secret").read_text() == "x"
+    backend.push([("images/ab/c.png", b"z")], "m")
+    assert backend.read("images/ab/c.png") == b"z"

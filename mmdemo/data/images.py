@@ -31,6 +31,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Formats stored as they are when already RGB without an EXIF rotation.
 _PASSTHROUGH_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+IMAGE_EXTENSIONS = frozenset(_PASSTHROUGH_FORMATS.values())
+"""Every ``ext`` a stored original has (a normalised image is a jpg or a png)."""
 _LOSSY_FORMATS = {"JPEG", "WEBP", "MPO"}
 
 

@@ -45,10 +45,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from mmdemo.data.images import ImageLimits, image_path, ingest_image_bytes, thumb_path, train_path
-from mmdemo.data.store import SCHEMA_VERSION, Store
+from mmdemo.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageLimits,
+    image_path,
+    ingest_image_bytes,
+    thumb_path,
+    train_path,
+)
+from mmdemo.data.store import SCHEMA_VERSION, Store, StoreError
 from mmdemo.hub.client import HubPublisher, PublishError, check_repo_id, redact, resolve_token
 from mmdemo.settings import Settings
+from mmdemo.text import CaptionRejected, clean_name, shorten
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,10 @@ MAX_OPERATIONS_PER_COMMIT = 1000
 
 class SyncError(Exception):
     """The state cannot be saved to or restored from the target; ``str(exc)`` says why."""
+
+
+class SyncRefused(SyncError):
+    """The target is reachable but refused (its rows, or another writer ahead): not retried."""
 
 
 # -- targets ---------------------------------------------------------------------------------------
@@ -123,13 +135,28 @@ class FolderBackend:
     def __init__(self, root: Path):
         self.root = Path(root)
 
+    def _path(self, path: str) -> Path:
+        """``root/path``, refused when the name would leave the root (``..``, absolute, a link)."""
+        parts = path.split("/")
+        full = self.root / path
+        if (
+            not path
+            or "\\" in path
+            or "\0" in path
+            or any(part in ("", ".", "..") for part in parts)
+            or not full.resolve().is_relative_to(self.root.resolve())
+        ):
+            raise SyncError(f"Refusing the sync file name {path!r}: it leaves {self.root}.")
+        return full
+
     def read(self, path: str) -> bytes | None:
+        full = self._path(path)
         try:
-            return (self.root / path).read_bytes()
+            return full.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise SyncError(f"Could not read {self.root / path}: {exc}") from None
+            raise SyncError(f"Could not read {full}: {exc}") from None
 
     def list(self) -> list[str]:
         if not self.root.is_dir():
@@ -143,7 +170,7 @@ class FolderBackend:
     def push(self, files: list[tuple[str, bytes | Path]], message: str) -> None:
         try:
             for path, content in files:
-                dest = self.root / path
+                dest = self._path(path)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
                 try:
@@ -506,10 +533,71 @@ def _replay(backend: Backend, files: list[str]) -> tuple[dict[str, dict[str, dic
                 continue  # a table this mmdemo does not save
             if "put" in line:
                 row = line["row"]
+                if not isinstance(row, dict) or row.get(KEYS.get(table, "id")) is None:
+                    raise SyncError(
+                        f"{name} holds a {table} row without its key; nothing was restored."
+                    )
                 state[table][str(_key(table, row))] = row
             else:
                 state[table].pop(str(line["key"]), None)
     return state, seq, len(chosen)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_rows(store: Store, state: dict[str, dict[str, dict]]) -> None:
+    """Hold the target's rows to the rules the store writes by, cleaning them in place.
+
+    A target is outside data: an image's hash and extension make file paths, and captions and
+    names are user text, so each goes through the store's own validation. Raises
+    :class:`SyncError` naming the first row that does not pass; nothing is restored then.
+    """
+
+    def refuse(table: str, row: dict, why: str) -> None:
+        key = shorten(repr(row.get(KEYS.get(table, "id"))), 80)
+        raise SyncRefused(
+            f"The sync target's {table} row {key} {why}; nothing was restored (the target was"
+            " not written by this mmdemo, or was changed by hand)."
+        )
+
+    def sha(table: str, row: dict, column: str, optional: bool = False) -> None:
+        value = row.get(column)
+        if optional and value is None:
+            return
+        if not isinstance(value, str) or not _SHA256.fullmatch(value):
+            refuse(table, row, f"has a {column} that is not a SHA-256 (64 hex digits)")
+
+    def text(table: str, row: dict, column: str, clean: Callable[[object], str]) -> None:
+        try:
+            row[column] = clean(row.get(column))
+        except (CaptionRejected, StoreError) as exc:
+            refuse(table, row, f"has a {column} the store refuses ({exc})")
+
+    for table in TABLES:
+        for row in state[table].values():
+            if table == "images":
+                sha(table, row, "sha256")
+                if row.get("ext") not in IMAGE_EXTENSIONS:
+                    allowed = ", ".join(sorted(IMAGE_EXTENSIONS))
+                    refuse(table, row, f"has an extension that is not one of {allowed}")
+                continue
+            if not isinstance(row["id"], int) or isinstance(row["id"], bool):
+                refuse(table, row, "has an id that is not a whole number")
+            for column in ("author", "owner"):
+                if row.get(column) is not None and not isinstance(row[column], str):
+                    refuse(table, row, f"has an {column} that is not text")
+            if table == "collections":
+                text(table, row, "name", clean_name)
+            elif table == "runs":
+                text(table, row, "name", lambda value: clean_name(value, "run"))
+            elif table == "pairs":
+                sha(table, row, "image_sha256")
+                text(table, row, "caption", store.check_caption)
+            elif table == "negatives":
+                sha(table, row, "negative_sha256", optional=True)
+                if row.get("negative_caption") is not None:
+                    text(table, row, "negative_caption", store.check_caption)
 
 
 def _upsert_sql(table: str, names: list[str], key: str) -> str:
@@ -563,16 +651,22 @@ def restore(
             f"The sync target {target.label} says it holds saves up to"
             f" #{target_seq(backend, manifest)}, but its files end at #{seq}; nothing was restored."
         )
+    _check_rows(store, state)
     images = list(state["images"].values())
     with ThreadPoolExecutor(max_workers=8) as pool:
         fetched = sum(pool.map(lambda row: _restore_image(backend, settings, row), images))
     with store.transaction() as conn:
-        for table in TABLES:
-            columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-            key = KEYS.get(table, "id")
-            for row in sorted(state[table].values(), key=lambda r: str(_key(table, r))):
-                names = [c for c in columns if c in row]
-                conn.execute(_upsert_sql(table, names, key), [row[c] for c in names])
+        try:
+            for table in TABLES:
+                columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+                key = KEYS.get(table, "id")
+                for row in sorted(state[table].values(), key=lambda r: str(_key(table, r))):
+                    names = [c for c in columns if c in row]
+                    conn.execute(_upsert_sql(table, names, key), [row[c] for c in names])
+        except sqlite3.IntegrityError as exc:  # rolled back: the store is left as it was
+            raise SyncRefused(
+                f"The sync target's rows do not fit the store ({exc}); nothing was restored."
+            ) from None
         # What is saved now is what the store holds: read back in this transaction, recorded
         # before the commit (a kill in between leaves an empty store, restored again next start).
         saved = {
@@ -720,7 +814,7 @@ class Syncer:
             )
         newest = target_seq(self.backend, manifest)
         if newest > state.seq:
-            raise SyncError(
+            raise SyncRefused(
                 f"The sync target {self.target.label} holds saves up to #{newest}, ahead of this"
                 f" home's #{state.seq}: another mmdemo (an overlapping Space restart, or a second"
                 " host on the same target) saved there since this home last saved or restored."
@@ -947,7 +1041,7 @@ def _with_retries(fn: Callable[[], Any], attempts: int = 3) -> Any:
         try:
             return fn()
         except SyncError as exc:
-            refused = any(
+            refused = isinstance(exc, SyncRefused) or any(
                 words in str(exc) for words in ("newer mmdemo", "another mmdemo", "ahead of this")
             )
             if refused or attempt == attempts - 1:
