@@ -751,3 +751,42 @@ def test_a_folder_target_never_reads_or_writes_outside_itself(tmp_path: Path):
     assert (tmp_path / "secret").read_text() == "x"
     backend.push([("images/ab/c.png", b"z")], "m")
     assert backend.read("images/ab/c.png") == b"z"
+
+
+def test_a_schema_3_store_syncs_labels_per_author_and_skips_claims(store, settings, tmp_path: Path):
+    """Team labeling (store schema 3): label_claims is deliberately not synced (a claim is a
+    15-minute hold on a pair, meaningless after a restart); two authors' labels of one
+    candidate are two rows and both come back."""
+    assert sync_mod.SCHEMA_VERSION == 3 and "label_claims" not in sync_mod.TABLES
+    pairs = fill(store, settings)
+    store.add_label(
+        pairs[0].id, "also-positive", negative_sha256=pairs[1].image_sha256, author="erin"
+    )
+    assert store.claim_pair(pairs[2].id, "gina", expires_before=0.0)
+    target = tmp_path / "target"
+    syncer = folder_syncer(store, settings, target)
+    syncer.sync_once()
+    assert store.claim_pair(pairs[3].id, "gina", expires_before=0.0)  # a claim alone: no save
+    assert syncer.sync_once().files == []
+    lines = [
+        line
+        for path in (target / "journal").glob("*.jsonl.gz")
+        for line in journal_lines(path.read_bytes())
+    ]
+    assert lines[0]["header"]["store_schema"] == 3
+    assert not any("label_claims" in (line.get("put"), line.get("del")) for line in lines)
+
+    other = new_home(tmp_path, "other", MMDEMO_SYNC_TO=str(target))
+    restored = Store(other.db_path)
+    try:
+        prepare_sync(restored, other)
+        same = {
+            (lab.author, lab.kind)
+            for lab in restored.labels_for_pair(pairs[0].id)
+            if lab.negative_sha256 == pairs[1].image_sha256
+        }
+        assert same == {("carol", "negative"), ("erin", "also-positive")}
+        assert restored.claims(1, expires_before=0.0) == {}
+        assert current_rows(restored)["negatives"] == current_rows(store)["negatives"]
+    finally:
+        restored.close()

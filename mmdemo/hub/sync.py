@@ -64,7 +64,9 @@ SYNC_FORMAT = "mmdemo-sync"
 SYNC_SCHEMA = 1
 """Version of the layout above; a target written by a newer one is refused."""
 TABLES = ("collections", "images", "pairs", "negatives", "runs")
-"""What is saved, parents first (a pair needs its collection and image)."""
+"""What is saved, parents first (a pair needs its collection and image). Not ``label_claims``
+(store schema 3): a claim is a 15-minute hold on a pair for one annotator, meaningless after a
+restart, and saving it would make every pair shown a save."""
 KEYS = {"images": "sha256"}
 """Primary key per table (``id`` where not named)."""
 SAVED_RUN_STATUSES = ("finished", "cancelled", "failed", "interrupted")
