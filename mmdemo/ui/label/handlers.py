@@ -874,12 +874,12 @@ def clear(
     try:
         shown_label = services.store.get_label(candidate.label_id)
         if on_space(services.settings) and author_key(shown_label.author) != state.annotator:
+            whose = f"{shown_label.author}'s" if shown_label.author else "an unattributed"
             return view(
                 state,
                 message=warn(
-                    f"[{state.selected + 1}] shows {author_key(shown_label.author)}'s label, "
-                    "not yours: it stays (only they can clear it). Mark the candidate to add "
-                    "your own label."
+                    f"[{state.selected + 1}] shows {whose} label, not yours: it stays. Mark "
+                    "the candidate to add your own label."
                 ),
             )
         edit = clear_label(services.store, candidate.label_id)
