@@ -790,3 +790,65 @@ def test_a_schema_3_store_syncs_labels_per_author_and_skips_claims(store, settin
         assert current_rows(restored)["negatives"] == current_rows(store)["negatives"]
     finally:
         restored.close()
+
+
+def test_under_a_rollback_journal_a_save_lets_writers_commit_between_tables(tmp_path: Path):
+    db = tmp_path / "bucket" / "mmdemo.db"
+    slow = Store(db, journal_mode="DELETE")
+    try:
+        slow.create_collection("first")
+        reader = sync_mod.TableReader(db)
+        assert not reader.wal
+        commits: list[str] = []
+
+        def write_meanwhile(statement: str) -> None:
+            # Another writer commits while the sync is between its tables (a label being saved).
+            if statement.startswith("SELECT * FROM images") and not commits:
+                writer = sqlite3.connect(db, timeout=0.2, isolation_level=None)
+                try:
+                    writer.execute(
+                        "INSERT INTO collections(name, created_at, updated_at)"
+                        " VALUES ('late', 0, 0)"
+                    )
+                    commits.append("committed")
+                except sqlite3.OperationalError as exc:
+                    commits.append(str(exc))
+                finally:
+                    writer.close()
+
+        reader._conn.set_trace_callback(write_meanwhile)
+        names, rows = reader.read()["collections"]
+        reader._conn.set_trace_callback(None)
+        assert commits == ["committed"]  # the writer was not blocked by the read
+        # The commit came in the middle of a read: it was read again, as one state.
+        assert sorted(values[names.index("name")] for values in rows.values()) == ["first", "late"]
+        reader.close()
+    finally:
+        slow.close()
+
+
+def test_a_store_written_all_the_time_is_still_read_as_one_state(tmp_path: Path):
+    db = tmp_path / "bucket" / "mmdemo.db"
+    slow = Store(db, journal_mode="DELETE")
+    try:
+        reader = sync_mod.TableReader(db)
+        writes = []
+
+        def always_writing(statement: str) -> None:
+            if statement.startswith("SELECT * FROM pairs") and len(writes) < reader.ATTEMPTS:
+                writer = sqlite3.connect(db, timeout=0.2, isolation_level=None)
+                writer.execute(
+                    "INSERT INTO collections(name, created_at, updated_at) VALUES (?, 0, 0)",
+                    (f"c{len(writes)}",),
+                )
+                writer.close()
+                writes.append(1)
+
+        reader._conn.set_trace_callback(always_writing)
+        names, rows = reader.read()["collections"]
+        reader._conn.set_trace_callback(None)
+        # Five tries saw a commit each; the sixth read in one transaction sees all five.
+        assert len(writes) == reader.ATTEMPTS and len(rows) == reader.ATTEMPTS
+        reader.close()
+    finally:
+        slow.close()

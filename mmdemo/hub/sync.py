@@ -298,9 +298,16 @@ class TableReader:
     """The sync's own connection to the store's database, which never writes: one consistent
     read of the saved tables, and a counter that changes when anyone else committed.
 
-    Reading through it never holds the :class:`Store`'s lock, so the pages keep answering while a
-    big store is read; ``PRAGMA data_version`` makes a save with nothing changed one query.
+    Reading through it never takes the :class:`Store`'s lock. In WAL mode one read transaction
+    over all tables blocks no writer. Under a rollback journal (a network/FUSE home) a reader's
+    transaction blocks every writer's commit, so there each table is read in its own short
+    statement, and the read counts only when ``PRAGMA data_version`` did not change from before
+    the first table to after the last (nobody committed in between: the tables are one state);
+    otherwise it is read again, and after :attr:`ATTEMPTS` busy tries once in one transaction.
+    ``PRAGMA data_version`` also makes a save with nothing changed one query.
     """
+
+    ATTEMPTS = 5
 
     def __init__(self, db_path: Path):
         self._conn = sqlite3.connect(
@@ -308,6 +315,8 @@ class TableReader:
         )
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._conn.execute("PRAGMA query_only=ON")
+        mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+        self.wal = str(mode).lower() == "wal"
 
     def data_version(self) -> int:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
@@ -320,22 +329,28 @@ class TableReader:
         )
 
     def read(self) -> dict[str, tuple[list[str], dict[str, tuple]]]:
-        """``{table: (column names, {str(key): row values})}`` in one read transaction."""
-        found = {}
+        """``{table: (column names, {str(key): row values})}``, all of one committed state."""
+        if not self.wal:
+            for _ in range(self.ATTEMPTS):
+                before = self.data_version()
+                found = {table: self._read_table(table) for table in TABLES}
+                if self.data_version() == before:
+                    return found
         self._conn.execute("BEGIN")
         try:
-            for table in TABLES:
-                cursor = self._conn.execute(f"SELECT * FROM {table}")
-                names = [d[0] for d in cursor.description]
-                key = names.index(KEYS.get(table, "id"))
-                rows = {str(values[key]): values for values in cursor}
-                if table == "runs":
-                    status = names.index("status")
-                    rows = {k: v for k, v in rows.items() if v[status] in SAVED_RUN_STATUSES}
-                found[table] = (names, rows)
+            return {table: self._read_table(table) for table in TABLES}
         finally:
             self._conn.execute("COMMIT")
-        return found
+
+    def _read_table(self, table: str) -> tuple[list[str], dict[str, tuple]]:
+        cursor = self._conn.execute(f"SELECT * FROM {table}")
+        names = [d[0] for d in cursor.description]
+        key = names.index(KEYS.get(table, "id"))
+        rows = {str(values[key]): values for values in cursor.fetchall()}
+        if table == "runs":
+            status = names.index("status")
+            rows = {k: v for k, v in rows.items() if v[status] in SAVED_RUN_STATUSES}
+        return names, rows
 
     def close(self) -> None:
         self._conn.close()
