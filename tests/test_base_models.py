@@ -6,6 +6,7 @@ last-token pooling + normalize, as its sentence-transformers integration is)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -160,12 +161,9 @@ def test_the_app_evaluates_a_tiny_vlm_embedder(tiny_vlm: Path, store, settings):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="the training input pipeline's image cache assumes a fixed patch count per image; "
-    "Qwen-VL's processor gives each image its own (README: Base models known to work)",
-    strict=False,
-)
 def test_the_app_trains_a_tiny_vlm_embedder(tiny_vlm: Path, store, settings):
+    """Qwen-VL's processor sizes each image itself: no fixed array to cache, so the run reads
+    the images per batch (ImageFileInputs) and says so in its log."""
     from mmdemo.data.demo import generate_demo_scenes
     from mmdemo.data.images import ImageLimits, ingest_image_bytes
     from mmdemo.training.run import TrainConfig, run_training
@@ -178,6 +176,11 @@ def test_the_app_trains_a_tiny_vlm_embedder(tiny_vlm: Path, store, settings):
     config = TrainConfig(epochs=1, batch_size=8, lr=1e-4)
     result = run_training(store, settings, "shapes", config, base_model=str(tiny_vlm))
     assert result.status == "finished", result.message
+    events = [
+        json.loads(line) for line in (Path(result.path) / "log.jsonl").read_text().splitlines()
+    ]
+    inputs = [e for e in events if e.get("event") == "inputs"]
+    assert inputs and inputs[0]["per_batch"] is True and "dynamic resolution" in inputs[0]["reason"]
 
 
 def _spiece_model(folder: Path) -> Path:

@@ -141,6 +141,12 @@ class ImageCache:
         return len(self.rows)
 
 
+class VariableGeometry(ValueError):
+    """The model's image processor sizes each image itself (dynamic resolution, e.g. Qwen-VL):
+    there is no one array shape to make images into once, so training reads them per batch
+    (:class:`ImageFileInputs`)."""
+
+
 def _process_images(model: Any, paths: Sequence[str]) -> dict[str, np.ndarray]:
     """The processor's output for ``paths`` without rescaling/normalising, as numpy arrays."""
     from mmdemo.data.images import load_rgb
@@ -219,6 +225,10 @@ def build_image_cache(
             return ImageCache(pixels, extras, path_rows, npy, patch_size=_patch_size(model, extras))
     earlier = _earlier_rows(folder, set(shas)) if folder is not None else {}
     sample = _process_images(model, [by_sha[shas[0]]])
+    if sample["pixel_values"].shape[0] != 1 or any(v.shape[:1] != (1,) for v in sample.values()):
+        raise VariableGeometry(
+            "The image processor does not give one array per image (dynamic resolution)."
+        )
     pixels = (
         np.lib.format.open_memmap(
             str(npy) + ".tmp.npy", "w+", np.uint8, (len(shas), *sample["pixel_values"].shape[1:])
@@ -250,8 +260,10 @@ def build_image_cache(
     for begin in range(0, len(todo), chunk):
         rows = todo[begin : begin + chunk]
         made = _process_images(model, [by_sha[shas[r]] for r in rows])
-        if made["pixel_values"].shape[1:] != pixels.shape[1:]:
-            raise ValueError("The image processor gave images of different shapes.")
+        if made["pixel_values"].shape != (len(rows), *pixels.shape[1:]) or any(
+            made[key].shape != (len(rows), *extras[key].shape[1:]) for key in extras
+        ):
+            raise VariableGeometry("The image processor gave images of different shapes.")
         pixels[rows] = made["pixel_values"]
         for key in extras:
             extras[key][rows] = made[key]
@@ -629,8 +641,62 @@ def training_texts(columns: dict[str, dict[str, list]]) -> list[str]:
     return texts
 
 
-def describe(inputs: TrainInputs) -> dict[str, Any]:
+class ImageFileInputs:
+    """The collator for models whose processor sizes each image itself (:class:`VariableGeometry`):
+    it wraps the trainer's own collator and, per batch, loads each image path (the 224-px
+    training copies) and randomly crops it (each side keeps a share in ``[min_side, 1]``) before
+    the model's processor runs. Slower than :class:`TrainInputs`, but any processor works."""
+
+    def __init__(
+        self,
+        image_paths: Iterable[str],
+        augment: bool = True,
+        min_side: float = 0.85,
+        seed: int = 0,
+        reason: str = "",
+    ):
+        self.image_paths = set(image_paths)
+        self.augment, self.min_side, self.reason = augment, min_side, reason
+        self.collator: Any = None
+        self._rng = np.random.default_rng(seed)
+
+    def wrap(self, collator: Any) -> ImageFileInputs:
+        """Use ``collator`` (the trainer's default) for the processed batch; returns self."""
+        self.collator = collator
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        collator = self.__dict__.get("collator")
+        if collator is None:  # before wrap(), or while unpickling
+            raise AttributeError(name)
+        return getattr(collator, name)
+
+    def crop(self, image: Any) -> Any:
+        width, height = image.size
+        side = self._rng.uniform(self.min_side, 1.0)
+        w, h = max(1, round(width * side)), max(1, round(height * side))
+        x = int(self._rng.integers(0, width - w + 1))
+        y = int(self._rng.integers(0, height - h + 1))
+        return image.crop((x, y, x + w, y + h))
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        from mmdemo.data.images import load_rgb
+
+        rows = []
+        for row in features:
+            row = dict(row)
+            for key, value in row.items():
+                if isinstance(value, str) and value in self.image_paths:
+                    image = load_rgb(value)
+                    row[key] = self.crop(image) if self.augment else image
+            rows.append(row)
+        return self.collator(rows)
+
+
+def describe(inputs: TrainInputs | ImageFileInputs) -> dict[str, Any]:
     """Facts for the run's log: cache file, hit or built, sizes."""
+    if isinstance(inputs, ImageFileInputs):
+        return {"images": len(inputs.image_paths), "per_batch": True, "reason": inputs.reason}
     cache = inputs.images
     return {
         "images": len(cache),

@@ -605,18 +605,28 @@ def _train_inputs(
     """The trainer's collator (:class:`~mmdemo.training.pipeline.TrainInputs`): images made
     once per image and model geometry into ``settings.cache_dir`` (in memory without settings),
     captions tokenised once. Under DDP process 0 makes the cache first, the others then read it."""
-    from mmdemo.training.pipeline import TrainInputs, training_texts
+    from mmdemo.training.pipeline import (
+        ImageFileInputs,
+        TrainInputs,
+        VariableGeometry,
+        training_texts,
+    )
 
     def build() -> Any:
-        return TrainInputs.build(
-            model,
-            data.image_paths,
-            training_texts(data.columns),
-            settings.cache_dir if settings is not None else None,
-            augment=config.augment,
-            seed=config.seed * 7919 + rank,
-            finish_in_collator=model.device.type != "cuda",
-        )
+        seed = config.seed * 7919 + rank
+        try:
+            return TrainInputs.build(
+                model,
+                data.image_paths,
+                training_texts(data.columns),
+                settings.cache_dir if settings is not None else None,
+                augment=config.augment,
+                seed=seed,
+                finish_in_collator=model.device.type != "cuda",
+            )
+        except VariableGeometry as exc:
+            log.info("Training reads images per batch: %s", exc)
+            return ImageFileInputs(data.image_paths, config.augment, seed=seed, reason=str(exc))
 
     inputs = build() if rank == 0 else None
     _from_main_process(None)  # a barrier: process 0 has written the cache
@@ -686,14 +696,17 @@ def _trainer(
     )
     if inputs is None:
         inputs = _train_inputs(model, data, None, config, int(args.process_index))
+    per_batch = hasattr(inputs, "wrap")  # ImageFileInputs: wraps the trainer's own collator
     trainer = _planned_trainer(plan, speed)(
         model=model,
         args=args,
         train_dataset=data.datasets(),
         loss=loss,
         callbacks=[callback],
-        data_collator=inputs,
+        data_collator=None if per_batch else inputs,
     )
+    if per_batch:
+        trainer.data_collator = inputs.wrap(trainer.data_collator)
     # With tqdm off, transformers prints every log dict to stdout; the CLI keeps stdout for JSON.
     trainer.remove_callback(PrinterCallback)
     return trainer
