@@ -126,6 +126,20 @@ def test_the_image_cache_is_made_once_and_reused(tiny_models, image_paths, tmp_p
     assert len(list((tmp_path / CACHE_SUBDIR).iterdir())) == 2
 
 
+def test_two_builders_of_one_cache_make_it_once(tiny_models, image_paths, tmp_path):
+    """The app and a CLI run preparing the same images at once: one makes the array (under the
+    geometry folder's lock), the other waits and opens it; no half-written file is read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clip = load_model(str(tiny_models["clip"]), fresh=True)
+    with ThreadPoolExecutor(2) as pool:
+        caches = list(pool.map(lambda _: build_image_cache(clip, image_paths, tmp_path), range(2)))
+    assert sorted(cache.built for cache in caches) == [0, len(image_paths)]
+    assert caches[0].path == caches[1].path
+    assert np.array_equal(np.asarray(caches[0].pixels), np.asarray(caches[1].pixels))
+    assert not [p for p in caches[0].path.parent.iterdir() if ".tmp" in p.name]
+
+
 def test_crops_match_between_the_cpu_and_gpu_ways(image_paths):
     """The per-image uint8 resize (CPU) and the batched grid_sample (GPU) crop the same boxes:
     both are the identity for the full box and agree closely on a pixel-aligned crop."""

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmdemo.locks import file_lock
+
 CACHE_VERSION = 2
 CACHE_SUBDIR = "train-inputs"
 KEEP_PER_GEOMETRY = 4
@@ -211,12 +213,28 @@ def build_image_cache(
     shas = sorted(by_sha)
     if not shas:
         raise ValueError("No images to prepare.")
+    if cache_dir is None:
+        return _build_image_cache(model, by_sha, shas, paths, None, chunk)
+    folder = Path(cache_dir) / CACHE_SUBDIR / geometry_key(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    # One builder per geometry folder at a time (the app and a CLI run, DDP ranks): the others
+    # wait, then find the array made (or copy its rows), and nobody prunes a file being read.
+    with file_lock(folder / ".lock"):
+        return _build_image_cache(model, by_sha, shas, paths, folder, chunk)
+
+
+def _build_image_cache(
+    model: Any,
+    by_sha: dict[str, str],
+    shas: list[str],
+    paths: set[str],
+    folder: Path | None,
+    chunk: int,
+) -> ImageCache:
     sha_rows = {sha: row for row, sha in enumerate(shas)}
     path_rows = {path: sha_rows[_sha_of(path)] for path in paths}
-    folder = npy = None
-    if cache_dir is not None:
-        folder = Path(cache_dir) / CACHE_SUBDIR / geometry_key(model)
-        folder.mkdir(parents=True, exist_ok=True)
+    npy = None
+    if folder is not None:
         name = hashlib.sha256("\n".join(shas).encode()).hexdigest()[:24]
         npy = folder / f"{name}.npy"
         if npy.is_file() and npy.with_suffix(".json").is_file():
