@@ -6,9 +6,10 @@ off), for a ViT-B/32-sized CLIP with random weights built offline (:mod:`bench.g
 224 px, patch 32, its image processor; mmdemo's byte-level tokenizer stands in for CLIP's BPE):
 
 - ``baseline``: the path the app had before :mod:`mmdemo.training.pipeline` — every image
-  decoded, randomly cropped with PIL (:class:`CropAugmentingCollator`, kept here as the
-  baseline), then sentence-transformers' collator runs the model's image processor and tokenizer
-  on the batch (``dataloader_num_workers=0``);
+  decoded, randomly cropped with PIL, then sentence-transformers' collator runs the model's image
+  processor and tokenizer on the batch (``dataloader_num_workers=0``); today that is the app's
+  fallback for processors that size each image themselves
+  (:class:`~mmdemo.training.pipeline.ImageFileInputs`), so the bench measures that very code;
 - ``pipeline``: :class:`~mmdemo.training.pipeline.TrainInputs` as the app uses it on a CPU: rows
   gathered from the memory-mapped ``uint8`` cache, cached token ids, random crop and
   normalisation as tensor ops, all in the collator;
@@ -50,38 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import torch  # noqa: E402
 
-from mmdemo.data.images import load_rgb  # noqa: E402
-
 WORKERS_ON_PAPER = 15
-
-
-class CropAugmentingCollator:
-    """The old training collator (the baseline): each image path of a batch is loaded and
-    randomly cropped (each side keeps a share in ``[min_side, 1]``) with PIL, then the wrapped
-    sentence-transformers collator runs the model's processor and tokenizer."""
-
-    def __init__(self, collator: Any, image_paths: set[str], seed: int = 0, min_side: float = 0.85):
-        self.collator = collator
-        self.image_paths = image_paths
-        self.min_side = min_side
-        self._rng = random.Random(seed)
-
-    def crop(self, image: Any) -> Any:
-        width, height = image.size
-        side = self._rng.uniform(self.min_side, 1.0)
-        w, h = max(1, round(width * side)), max(1, round(height * side))
-        x, y = self._rng.randint(0, width - w), self._rng.randint(0, height - h)
-        return image.crop((x, y, x + w, y + h))
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        rows = []
-        for row in features:
-            row = dict(row)
-            for key, value in row.items():
-                if isinstance(value, str) and value in self.image_paths:
-                    row[key] = self.crop(load_rgb(value))
-            rows.append(row)
-        return self.collator(rows)
 
 
 def _rate(collate: Any, batches: list[list[dict[str, Any]]]) -> float:
@@ -146,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmdemo.retrieval.models import load_model
     from mmdemo.settings import Settings
     from mmdemo.training.data import build_train_data
-    from mmdemo.training.pipeline import TrainInputs, describe, training_texts
+    from mmdemo.training.pipeline import ImageFileInputs, TrainInputs, describe, training_texts
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="mmdemo-bench-input-") as tmp:
@@ -180,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         worker = TrainInputs(
             pipeline.images, pipeline.texts, pipeline.normaliser, finish_in_collator=False
         )
-        baseline = CropAugmentingCollator(
-            SentenceTransformerDataCollator(preprocess_fn=model.preprocess), data.image_paths
+        baseline = ImageFileInputs(data.image_paths).wrap(
+            SentenceTransformerDataCollator(preprocess_fn=model.preprocess)
         )
         sides = {"baseline": (baseline, opts.batch_size), "pipeline": (pipeline, opts.batch_size)}
         sides["worker"] = (worker, opts.gpu_batch_size)
