@@ -17,6 +17,7 @@ from mmdemo.settings import Settings
 from mmdemo.text import html_text
 from mmdemo.ui.app import build_app
 from mmdemo.ui.label import handlers as h
+from mmdemo.ui.label import team
 from mmdemo.ui.label.layout import KEYS, PICK_JS, as_outputs, keys_js
 from mmdemo.ui.results import candidates_html, is_skip
 from tests.conftest import make_image_bytes, plain
@@ -327,13 +328,13 @@ def fields_set(view: h.LabelView) -> set[str]:
 
 def test_quick_actions_change_only_their_outputs_and_rank_nothing(services, monkeypatch):
     calls: list[int] = []
-    real = h.load_candidates
+    real = team.load_candidates
 
     def counting(*args, **kwargs):  # noqa: ANN002, ANN003
         calls.append(args[2])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(h, "load_candidates", counting)
+    monkeypatch.setattr(team, "load_candidates", counting)
     view = opened(services)
     assert len(calls) == 1
     selected = h.select(services, view.state, 4)
