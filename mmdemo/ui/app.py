@@ -178,20 +178,25 @@ def launch_options(settings: Settings) -> dict[str, Any]:
 def launch(services: Services, demo: gr.Blocks | None = None, **overrides: Any) -> gr.Blocks:
     """Build (unless given) and serve the app; blocks unless ``prevent_thread_lock=True``."""
     demo = demo if demo is not None else build_app(services)
-    if services.sync is not None:
-        services.sync.start()  # saves every MMDEMO_SYNC_EVERY_S; a clean stop saves once more
     if overrides.get("prevent_thread_lock"):
+        if services.sync is not None:
+            services.sync.start()  # saves every MMDEMO_SYNC_EVERY_S; a clean stop saves again
         demo.launch(**{**launch_options(services.settings), **overrides})
         return demo
     # Serve in the background and keep the main thread for finetunes: CPU training is fastest
     # there (see JobManager.run_jobs_here). Ctrl+C stops both, and so does SIGTERM (what a Space
-    # sends before it restarts), so the last labels are saved before the process ends.
-    demo.launch(**{**launch_options(services.settings), **overrides, "prevent_thread_lock": True})
+    # sends before it restarts), so the last labels are saved before the process ends. The
+    # handler goes in first: a SIGTERM while the server starts also ends in the last save.
     if threading.current_thread() is threading.main_thread() and (
         signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     ):
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
+        if services.sync is not None:
+            services.sync.start()
+        demo.launch(
+            **{**launch_options(services.settings), **overrides, "prevent_thread_lock": True}
+        )
         services.jobs.run_jobs_here()
     except KeyboardInterrupt:
         print("Keyboard interruption in main thread... closing server.")
