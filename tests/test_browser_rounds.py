@@ -46,11 +46,14 @@ def test_two_rounds_from_the_finetune_tab(live_app, page, screenshot):
     expect(picker).to_have_value(f"{first} (round 1)")
     start.click()
     expect(page.locator("#mm-ft-message")).to_contain_text("Started a finetune")
+    # The status line still says the first run "Finished": wait for the second job itself.
+    done = services.jobs.wait(services.jobs.status().job_id, WAIT_MS / 1000)
+    assert done.state == "finished", done.message
+    second = done.progress["run_name"]
+    assert second != first and services.store.get_run(second).status == "finished"
+    expect(status).to_contain_text(second, timeout=WAIT_MS)
+    expect(status).to_contain_text("Finished")
     expect(start).to_be_enabled(timeout=WAIT_MS)
-    expect(status).to_contain_text("Finished", timeout=WAIT_MS)
-    runs = services.store.list_runs()
-    second = runs[0].name
-    assert second != first and runs[0].status == "finished"
     expect(lineage).to_contain_text(f"round 2, from {first}", timeout=WAIT_MS)
     expect(picker).to_have_value(f"{first} (round 1)")  # the person's pick stays
     expect(page.locator("#mm-ft-runs")).to_contain_text(first)
